@@ -1,0 +1,303 @@
+//! Configuration: built-in defaults, then an optional TOML file, then `NMR_*`
+//! environment variables, each layer overriding the one before.
+//!
+//! The defaults are `config/nmr.toml`, compiled into the binary, so that file
+//! is both the documentation of every key and the values `nmr` runs with when
+//! given no arguments. Environment variables use the prefix `NMR` and `__`
+//! between sections (`NMR_SERVER__PORT=4000` sets `server.port`).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The built-in defaults: `config/nmr.toml`, embedded at compile time.
+pub const DEFAULTS: &str = include_str!("../config/nmr.toml");
+
+/// The whole configuration, as the layers resolve it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub db: DbConfig,
+    pub storage: StorageConfig,
+    pub upstream: UpstreamConfig,
+    pub settings: Settings,
+    pub logger: LoggerConfig,
+}
+
+/// `[server]`: where nmr listens and the URL it is reached at.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address, e.g. `0.0.0.0` or `127.0.0.1`.
+    pub host: String,
+    /// Listen port; 0 asks the OS for a free one.
+    pub port: u16,
+    /// Base URL tarball URLs are written with; empty = derived (see
+    /// [`Config::public_url`]).
+    pub public_url: String,
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    pub max_body_size: u64,
+}
+
+/// Which authorization model decides who may do what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// Every request is allowed and any token accepted.
+    None,
+    /// Permissions come from the package's GitHub repository.
+    Github,
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(rename = "type")]
+    pub kind: AuthType,
+}
+
+/// `[db]`: the LevelDB metadata store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbConfig {
+    pub path: PathBuf,
+}
+
+/// Which backend keeps tarballs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageType {
+    /// Files under `storage.local.path`.
+    Local,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(rename = "type")]
+    pub kind: StorageType,
+    pub local: LocalStorageConfig,
+}
+
+/// `[storage.local]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalStorageConfig {
+    pub path: PathBuf,
+}
+
+/// `[upstream]`: where unscoped requests are redirected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL of the upstream registry; empty = unscoped requests get 404.
+    pub url: String,
+}
+
+/// `[settings]`: registry policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Whether a version number that was unpublished may be published again.
+    pub allow_previous_version: bool,
+}
+
+/// `[logger]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggerConfig {
+    /// An env_logger filter (`info`, `warn`, `nmr=debug`, ...).
+    pub level: String,
+}
+
+/// A configuration that cannot be used; `Display` is the one line printed at
+/// startup before exiting with status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Resolves the layers: embedded defaults, then `file` (if given), then
+    /// `NMR_*` environment variables.
+    ///
+    /// Errors name the offending key, e.g. `unknown variant `ldap`, expected
+    /// `none` or `github` for key `auth.type``.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// [`Config::load`] with an explicit environment, so tests need not touch
+    /// the process's own.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        use config::{Environment, File, FileFormat};
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "--config {}: no such file",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("NMR_"))
+            .collect();
+        builder = builder.add_source(
+            Environment::with_prefix("NMR")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(env)),
+        );
+        let resolved = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+        let config: Config = resolved
+            .try_deserialize()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.server.public_url.is_empty() {
+            parse_base_url(&self.server.public_url)
+                .map_err(|e| ConfigError(format!("server.public_url: {e}")))?;
+        }
+        if !self.upstream.url.is_empty() {
+            parse_base_url(&self.upstream.url)
+                .map_err(|e| ConfigError(format!("upstream.url: {e}")))?;
+        }
+        if self.server.max_body_size == 0 {
+            return Err(ConfigError("server.max_body_size: must be above 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The public base URL, always ending in `/`: `server.public_url` when
+    /// set, else `http://HOST:PORT/` for the address actually bound (a
+    /// wildcard host becomes `127.0.0.1`).
+    pub fn public_url(&self, bound: std::net::SocketAddr) -> String {
+        if !self.server.public_url.is_empty() {
+            return with_trailing_slash(&self.server.public_url);
+        }
+        let ip = bound.ip();
+        let host = if ip.is_unspecified() {
+            "127.0.0.1".to_string()
+        } else if ip.is_ipv6() {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
+        };
+        format!("http://{host}:{}/", bound.port())
+    }
+}
+
+/// `url` with exactly one trailing `/`.
+pub fn with_trailing_slash(url: &str) -> String {
+    format!("{}/", url.trim_end_matches('/'))
+}
+
+/// Checks that `url` is an absolute `http://` or `https://` URL with a host
+/// and no query or fragment. Returns the path part (starting with `/`).
+pub fn parse_base_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} must start with http:// or https://"))?;
+    if rest.contains('?') || rest.contains('#') {
+        return Err(format!("{url:?} must not have a query or fragment"));
+    }
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(path.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.server.port, 3000);
+        assert_eq!(c.server.host, "0.0.0.0");
+        assert_eq!(c.server.max_body_size, 100 * 1024 * 1024);
+        assert_eq!(c.db.path, PathBuf::from("./data/db"));
+        assert_eq!(c.storage.local.path, PathBuf::from("./data/storage"));
+        assert_eq!(c.upstream.url, "");
+        assert!(!c.settings.allow_previous_version);
+        assert_eq!(c.logger.level, "info");
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("NMR_SERVER__PORT", "4000"),
+                ("NMR_DB__PATH", "/tmp/x"),
+                ("NMR_UPSTREAM__URL", "http://upstream.test/"),
+                ("NMR_SETTINGS__ALLOW_PREVIOUS_VERSION", "true"),
+                ("NMR_STORAGE__LOCAL__PATH", "/tmp/s"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.port, 4000);
+        assert_eq!(c.db.path, PathBuf::from("/tmp/x"));
+        assert_eq!(c.upstream.url, "http://upstream.test/");
+        assert!(c.settings.allow_previous_version);
+        assert_eq!(c.storage.local.path, PathBuf::from("/tmp/s"));
+    }
+
+    #[test]
+    fn file_layers_between_defaults_and_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nmr.toml");
+        std::fs::write(&file, "[server]\nport = 5000\nhost = \"127.0.0.1\"\n").unwrap();
+        let c = Config::load_with_env(Some(&file), env(&[])).unwrap();
+        assert_eq!((c.server.port, c.server.host.as_str()), (5000, "127.0.0.1"));
+        let c = Config::load_with_env(Some(&file), env(&[("NMR_SERVER__PORT", "6000")])).unwrap();
+        assert_eq!(c.server.port, 6000);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Config::load_with_env(None, env(&[("NMR_AUTH__TYPE", "ldap")])).unwrap_err();
+        assert!(e.to_string().contains("auth.type"), "{e}");
+        let e = Config::load_with_env(None, env(&[("NMR_SERVER__PORT", "http")])).unwrap_err();
+        assert!(e.to_string().contains("server.port"), "{e}");
+        let e = Config::load_with_env(None, env(&[("NMR_UPSTREAM__URL", "ftp://x")])).unwrap_err();
+        assert!(e.to_string().contains("upstream.url"), "{e}");
+    }
+
+    #[test]
+    fn public_url_is_derived_or_normalised() {
+        let mut c = Config::load_with_env(None, env(&[])).unwrap();
+        let addr = "0.0.0.0:3000".parse().unwrap();
+        assert_eq!(c.public_url(addr), "http://127.0.0.1:3000/");
+        c.server.public_url = "https://nmr.example/npm".into();
+        assert_eq!(c.public_url(addr), "https://nmr.example/npm/");
+        assert_eq!(parse_base_url("https://nmr.example/npm/").unwrap(), "/npm/");
+    }
+}

@@ -1,0 +1,19 @@
+//! nmr: a private npm registry whose permissions come from GitHub.
+//!
+//! The real npm client publishes and installs `@scope/*` packages through
+//! nmr; unscoped packages are redirected to an upstream registry. See
+//! ARCHITECTURE.md for the map of modules and the path of a request.
+
+pub mod auth;
+pub mod cmd;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod name;
+pub mod packument;
+pub mod registry;
+pub mod route;
+pub mod server;
+pub mod storage;
+pub mod store;
+pub mod verify;

@@ -1,0 +1,44 @@
+//! The `nmr` binary: `nmr [--config FILE]` serves the registry.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A private npm registry whose permissions come from GitHub.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML file layered over the built-in defaults (config/nmr.toml);
+    /// NMR_* environment variables override both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match nmr::config::Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("nmr: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.logger.level.clone());
+    env_logger::Builder::new().parse_filters(&filter).init();
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nmr: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(nmr::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nmr: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Startup and shutdown: bind the listener, open the metadata store and
+//! tarball storage, serve until SIGINT or SIGTERM, then finish in-flight
+//! requests and close LevelDB cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::auth::Auth;
+use crate::config::{Config, parse_base_url};
+use crate::registry::Registry;
+use crate::storage::Storage;
+use crate::store::Store;
+
+/// A reason nmr cannot start; `Display` is the one line printed before
+/// exiting with status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+/// Builds the registry for `config`, listening on `listener`.
+pub fn build(config: Config, bound: SocketAddr) -> Result<Registry, StartupError> {
+    let public_url = config.public_url(bound);
+    let path_prefix = parse_base_url(&public_url).map_err(StartupError)?;
+    let store = Store::open(&config.db.path, &public_url)
+        .map_err(|e| StartupError(format!("db.path: {e}")))?;
+    let storage = Storage::from_config(&config.storage).map_err(|e| StartupError(e.to_string()))?;
+    let auth = Auth::from_config(config.auth.kind).map_err(StartupError)?;
+    Ok(Registry {
+        config,
+        store,
+        storage,
+        auth,
+        public_url,
+        path_prefix,
+    })
+}
+
+/// Runs nmr with `config` until SIGINT or SIGTERM. Prints
+/// `nmr listening on http://ADDR (public URL URL)` on stdout once ready.
+pub async fn run(config: Config) -> Result<(), StartupError> {
+    let addr = format!("{}:{}", config.server.host, config.server.port);
+    let listener = TcpListener::bind(&addr).await.map_err(|e| {
+        StartupError(format!(
+            "server.host/server.port: cannot listen on {addr}: {e}"
+        ))
+    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartupError(format!("cannot read the bound address: {e}")))?;
+    let registry = Arc::new(build(config, bound)?);
+    println!(
+        "nmr listening on http://{bound} (public URL {})",
+        registry.public_url
+    );
+    log::info!("listening on {bound}, public URL {}", registry.public_url);
+
+    warp::serve(crate::http::routes(registry.clone()))
+        .incoming(listener)
+        .graceful(shutdown_signal())
+        .run()
+        .await;
+
+    log::info!("stopped accepting; closing the metadata store");
+    registry
+        .store
+        .close()
+        .map_err(|e| StartupError(format!("closing the database: {e}")))?;
+    log::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => log::info!("SIGINT received, shutting down"),
+        _ = term.recv() => log::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,248 @@
+//! Tarball storage: where the bytes of each published version live.
+//!
+//! Tarballs are keyed by validated name and version only, in npm's own layout:
+//! `{root}/@scope/name/-/name-1.0.0.tgz`. A write is atomic and durable: the
+//! bytes go to a temporary file in the same directory, are fsynced, renamed
+//! into place, and the directory is fsynced, all before the caller commits the
+//! metadata that names the tarball. Reads stream from disk in 256 KiB chunks,
+//! never loading a whole tarball into memory.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use crate::config::{StorageConfig, StorageType};
+use crate::name::{PackageName, Version};
+
+/// Chunk size of streamed tarball reads.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A tarball body being streamed to a client.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync>>;
+
+/// A tarball ready to send: its length in bytes and its bytes as a stream.
+pub struct Download {
+    pub length: u64,
+    pub body: ByteStream,
+}
+
+/// A storage failure; the message names the backend and the operation.
+#[derive(Debug, thiserror::Error)]
+#[error("tarball storage ({backend}): {message}")]
+pub struct StorageError {
+    pub backend: String,
+    pub message: String,
+}
+
+/// The configured tarball backend.
+pub enum Storage {
+    /// Files under a root directory.
+    Local(LocalStorage),
+}
+
+impl Storage {
+    /// Builds the backend `config` names and checks it is usable (the local
+    /// root is created and must be writable).
+    pub fn from_config(config: &StorageConfig) -> Result<Storage, StorageError> {
+        match config.kind {
+            StorageType::Local => Ok(Storage::Local(LocalStorage::open(&config.local.path)?)),
+        }
+    }
+
+    /// Stores `tarball` as `name@version`, durably, replacing nothing that is
+    /// live (callers only write versions the packument does not hold).
+    pub async fn put(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        tarball: Bytes,
+    ) -> Result<(), StorageError> {
+        match self {
+            Storage::Local(local) => local.put(name, version, tarball).await,
+        }
+    }
+
+    /// Opens `name@version` for streaming; `None` when it is not stored.
+    pub async fn get(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<Download>, StorageError> {
+        match self {
+            Storage::Local(local) => local.get(name, version).await,
+        }
+    }
+
+    /// Deletes `name@version`; deleting an absent tarball succeeds.
+    pub async fn delete(&self, name: &PackageName, version: &Version) -> Result<(), StorageError> {
+        match self {
+            Storage::Local(local) => local.delete(name, version).await,
+        }
+    }
+}
+
+/// Tarballs as files under `root`.
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+/// Distinguishes concurrent temporary files of one process.
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStorage {
+    /// Creates `root` if needed and checks that it is writable.
+    pub fn open(root: &Path) -> Result<LocalStorage, StorageError> {
+        let err = |message: String| StorageError {
+            backend: "local".into(),
+            message,
+        };
+        std::fs::create_dir_all(root).map_err(|e| {
+            err(format!(
+                "storage.local.path: cannot create {}: {e}",
+                root.display()
+            ))
+        })?;
+        let probe = root.join(".nmr-write-probe");
+        std::fs::write(&probe, b"ok")
+            .and_then(|_| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                err(format!(
+                    "storage.local.path: {} is not writable: {e}",
+                    root.display()
+                ))
+            })?;
+        Ok(LocalStorage {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The file of `name@version`: built from validated parts only.
+    fn path(&self, name: &PackageName, version: &Version) -> PathBuf {
+        let mut path = self.root.clone();
+        if let Some(scope) = name.scope() {
+            path.push(format!("@{scope}"));
+        }
+        path.push(name.basename());
+        path.push("-");
+        path.push(name.tarball_file(version));
+        path
+    }
+
+    fn error(&self, message: String) -> StorageError {
+        StorageError {
+            backend: format!("local {}", self.root.display()),
+            message,
+        }
+    }
+
+    async fn put(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        tarball: Bytes,
+    ) -> Result<(), StorageError> {
+        let path = self.path(name, version);
+        let result = tokio::task::spawn_blocking(move || write_durably(&path, &tarball)).await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.error(format!("cannot write {name}@{version}: {e}"))),
+            Err(e) => Err(self.error(format!("write task failed: {e}"))),
+        }
+    }
+
+    async fn get(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<Download>, StorageError> {
+        let path = self.path(name, version);
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.error(format!("cannot open {name}@{version}: {e}"))),
+        };
+        let length = file
+            .metadata()
+            .await
+            .map_err(|e| self.error(format!("cannot stat {name}@{version}: {e}")))?
+            .len();
+        let body = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK);
+        Ok(Some(Download {
+            length,
+            body: Box::pin(body),
+        }))
+    }
+
+    async fn delete(&self, name: &PackageName, version: &Version) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path(name, version)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error(format!("cannot delete {name}@{version}: {e}"))),
+        }
+    }
+}
+
+/// Writes `data` to `path` atomically: temporary file, fsync, rename,
+/// fsync of the directory.
+fn write_durably(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("tarball paths have a directory");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn put_get_delete_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let name = PackageName::parse("@acme/widget").unwrap();
+        let v = Version::parse("1.0.0").unwrap();
+        assert!(storage.get(&name, &v).await.unwrap().is_none());
+        let data = Bytes::from(vec![7u8; 600 * 1024]);
+        storage.put(&name, &v, data.clone()).await.unwrap();
+        assert!(dir.path().join("@acme/widget/-/widget-1.0.0.tgz").is_file());
+        let download = storage.get(&name, &v).await.unwrap().unwrap();
+        assert_eq!(download.length, data.len() as u64);
+        let chunks: Vec<Bytes> = download.body.map(|c| c.unwrap()).collect().await;
+        assert!(chunks.len() > 1, "streamed in chunks");
+        assert_eq!(chunks.concat(), data.to_vec());
+        storage.delete(&name, &v).await.unwrap();
+        storage.delete(&name, &v).await.unwrap();
+        assert!(storage.get(&name, &v).await.unwrap().is_none());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("@acme/widget/-"))
+            .unwrap()
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary files left");
+    }
+
+    #[test]
+    fn unwritable_root_is_reported() {
+        let err = LocalStorage::open(Path::new("/proc/nmr-cannot-exist"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("storage.local.path"), "{err}");
+    }
+}

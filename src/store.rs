@@ -1,0 +1,528 @@
+//! The metadata store: packuments in LevelDB, with their served forms
+//! rendered ahead of time.
+//!
+//! Keys (all names validated by [`PackageName`]):
+//!
+//! | key | value |
+//! |---|---|
+//! | `d/{name}` | the canonical [`Packument`] as JSON (tombstones included) |
+//! | `r/{variant}/{name}` | a [`Rendered`] document: full or abbreviated, plain or gzip |
+//! | `t/{name}/{version}` | the live version's `shasum`: lets a tarball GET check the version in one lookup |
+//! | `m/public_url` | the public URL the rendered documents were written with |
+//!
+//! Every change to a package is one atomic [`rusty_leveldb::WriteBatch`]
+//! written with `sync`, and the database runs on [`SyncingEnv`], whose files
+//! `fsync` on flush: rusty-leveldb itself never calls fsync
+//! (DEPENDENCIES.md §3), so without it an acknowledged publish could be lost
+//! in a power cut.
+//!
+//! Reads of a packument are one `get` of pre-serialised (and pre-gzipped)
+//! bytes: no JSON parsing on the hot path. Read-modify-write cycles of one
+//! package are serialised by [`Store::lock`].
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use rusty_leveldb::env::{Env, FileLock, Logger, RandomAccess};
+use rusty_leveldb::{DB, LdbIterator, Options, PosixDiskEnv, WriteBatch};
+
+use crate::name::{PackageName, Version};
+use crate::packument::{self, Packument};
+
+/// Which served form of a packument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// `application/json`: the full document.
+    Full,
+    /// `application/vnd.npm.install-v1+json`: the abbreviated document.
+    Abbreviated,
+}
+
+impl Variant {
+    fn key(self, gzip: bool, name: &str) -> Vec<u8> {
+        let v = match (self, gzip) {
+            (Variant::Full, false) => "full",
+            (Variant::Full, true) => "full.gz",
+            (Variant::Abbreviated, false) => "abbr",
+            (Variant::Abbreviated, true) => "abbr.gz",
+        };
+        format!("r/{v}/{name}").into_bytes()
+    }
+
+    /// The short tag this variant's ETags end in.
+    pub fn etag_suffix(self) -> &'static str {
+        match self {
+            Variant::Full => "full",
+            Variant::Abbreviated => "abbr",
+        }
+    }
+}
+
+/// A served packument: its validators and body, stored as
+/// `ETAG \n LAST-MODIFIED \n BODY` so one `get` yields a whole response.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// Quoted strong ETag, e.g. `"3-ab12…-full"` (`-gz` added for gzip).
+    pub etag: Bytes,
+    /// HTTP date of `time.modified`.
+    pub last_modified: Bytes,
+    /// The JSON document, gzip-compressed in the gzip variants.
+    pub body: Bytes,
+}
+
+impl Rendered {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 100);
+        out.extend_from_slice(&self.etag);
+        out.push(b'\n');
+        out.extend_from_slice(&self.last_modified);
+        out.push(b'\n');
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn decode(raw: Bytes) -> Option<Rendered> {
+        let first = raw.iter().position(|b| *b == b'\n')?;
+        let second = first + 1 + raw[first + 1..].iter().position(|b| *b == b'\n')?;
+        Some(Rendered {
+            etag: raw.slice(..first),
+            last_modified: raw.slice(first + 1..second),
+            body: raw.slice(second + 1..),
+        })
+    }
+}
+
+/// A failure of the metadata store; the message names the operation.
+#[derive(Debug, thiserror::Error)]
+#[error("metadata store: {0}")]
+pub struct StoreError(String);
+
+impl From<rusty_leveldb::Status> for StoreError {
+    fn from(s: rusty_leveldb::Status) -> Self {
+        StoreError(s.to_string())
+    }
+}
+
+/// How many stripes [`Store::lock`] hashes package names onto.
+const LOCK_STRIPES: usize = 64;
+
+/// The LevelDB-backed metadata store. Cheap to share behind an `Arc`.
+pub struct Store {
+    db: Mutex<Option<DB>>,
+    public_url: String,
+    locks: Vec<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `path`. If the documents
+    /// were rendered for another public URL (e.g. the port changed), renders
+    /// them all again for `public_url`.
+    pub fn open(path: &Path, public_url: &str) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(path)
+            .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
+        let options = Options {
+            env: std::rc::Rc::new(Box::new(SyncingEnv::default())),
+            ..Options::default()
+        };
+        let db = DB::open(path, options)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
+        let store = Store {
+            db: Mutex::new(Some(db)),
+            public_url: public_url.to_string(),
+            locks: (0..LOCK_STRIPES)
+                .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+                .collect(),
+        };
+        let stored_url = store.with_db(|db| Ok(db.get(b"m/public_url")))?;
+        if stored_url.as_deref() != Some(public_url.as_bytes()) {
+            store.render_all()?;
+        }
+        Ok(store)
+    }
+
+    /// Runs `f` on the open database; an error once [`Store::close`] ran.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&mut DB) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_mut() {
+            Some(db) => f(db),
+            None => Err(StoreError("the database is closed".into())),
+        }
+    }
+
+    /// Serialises read-modify-write cycles on one package: hold the guard
+    /// from reading the packument until its commit. Different packages
+    /// usually proceed in parallel (the locks are striped by name hash).
+    pub async fn lock(&self, name: &PackageName) -> tokio::sync::OwnedMutexGuard<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        let stripe = (h.finish() as usize) % LOCK_STRIPES;
+        self.locks[stripe].clone().lock_owned().await
+    }
+
+    /// The served form of `name`'s packument, or `None` when the package has
+    /// no live version. One LevelDB `get`.
+    pub fn rendered(&self, name: &PackageName, variant: Variant, gzip: bool) -> Option<Rendered> {
+        let key = variant.key(gzip, name.as_str());
+        let raw = self.with_db(|db| Ok(db.get(&key))).ok()??;
+        Rendered::decode(raw)
+    }
+
+    /// The canonical packument (tombstones included), or `None` if `name`
+    /// was never published.
+    pub fn packument(&self, name: &PackageName) -> Result<Option<Packument>, StoreError> {
+        let key = format!("d/{name}");
+        let Some(raw) = self.with_db(|db| Ok(db.get(key.as_bytes())))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| StoreError(format!("packument of {name} is corrupt: {e}")))
+    }
+
+    /// Whether `version` of `name` is live (published and not unpublished).
+    pub fn has_version(&self, name: &PackageName, version: &Version) -> bool {
+        let key = format!("t/{name}/{version}");
+        self.with_db(|db| Ok(db.get(key.as_bytes())))
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
+    /// Commits `doc` as `name`'s packument, with its rendered forms and
+    /// version index, in one synced write batch. `previous` is the packument
+    /// it replaces (to drop index entries of removed versions).
+    pub fn commit(
+        &self,
+        name: &PackageName,
+        previous: Option<&Packument>,
+        doc: &Packument,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        self.add_to_batch(&mut batch, name, previous, doc)?;
+        self.with_db(|db| Ok(db.write(batch, true)?))
+    }
+
+    fn add_to_batch(
+        &self,
+        batch: &mut WriteBatch,
+        name: &PackageName,
+        previous: Option<&Packument>,
+        doc: &Packument,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(doc)
+            .map_err(|e| StoreError(format!("cannot serialise {name}: {e}")))?;
+        batch.put(format!("d/{name}").as_bytes(), &json);
+        if let Some(previous) = previous {
+            for v in previous.versions.keys() {
+                if !doc.versions.contains_key(v) {
+                    batch.delete(format!("t/{name}/{v}").as_bytes());
+                }
+            }
+        }
+        for (v, manifest) in &doc.versions {
+            let shasum = manifest
+                .pointer("/dist/shasum")
+                .and_then(|s| s.as_str())
+                .unwrap_or("");
+            batch.put(format!("t/{name}/{v}").as_bytes(), shasum.as_bytes());
+        }
+        for variant in [Variant::Full, Variant::Abbreviated] {
+            for gzip in [false, true] {
+                let key = variant.key(gzip, name.as_str());
+                if doc.is_empty() {
+                    batch.delete(&key);
+                } else {
+                    batch.put(
+                        &key,
+                        &render(name, doc, &self.public_url, variant, gzip)?.encode(),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders every packument again for this store's public URL, in one
+    /// batch, and records the URL.
+    fn render_all(&self) -> Result<(), StoreError> {
+        let docs = self.with_db(|db| {
+            let mut it = db.new_iter()?;
+            it.seek(b"d/");
+            let mut docs = Vec::new();
+            while let Some((k, v)) = it.current() {
+                if !k.starts_with(b"d/") {
+                    break;
+                }
+                docs.push((k.to_vec(), v.to_vec()));
+                if !it.advance() {
+                    break;
+                }
+            }
+            Ok(docs)
+        })?;
+        let mut batch = WriteBatch::default();
+        for (key, raw) in docs {
+            let name = std::str::from_utf8(&key[2..])
+                .ok()
+                .and_then(|n| PackageName::parse(n).ok())
+                .ok_or_else(|| StoreError("a stored package name is invalid".into()))?;
+            let doc: Packument = serde_json::from_slice(&raw)
+                .map_err(|e| StoreError(format!("packument of {name} is corrupt: {e}")))?;
+            self.add_to_batch(&mut batch, &name, None, &doc)?;
+        }
+        batch.put(b"m/public_url", self.public_url.as_bytes());
+        self.with_db(|db| Ok(db.write(batch, true)?))
+    }
+
+    /// Flushes and closes the database; later calls fail with "closed".
+    pub fn close(&self) -> Result<(), StoreError> {
+        let mut guard = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut db) = guard.take() {
+            db.flush()?;
+            db.close()?;
+        }
+        Ok(())
+    }
+}
+
+/// Renders one served form of `doc`.
+fn render(
+    name: &PackageName,
+    doc: &Packument,
+    public_url: &str,
+    variant: Variant,
+    gzip: bool,
+) -> Result<Rendered, StoreError> {
+    let value = match variant {
+        Variant::Full => packument::render_full(name, doc, public_url),
+        Variant::Abbreviated => packument::render_abbreviated(name, doc, public_url),
+    };
+    let json = serde_json::to_vec(&value)
+        .map_err(|e| StoreError(format!("cannot serialise {name}: {e}")))?;
+    let body = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&json)
+            .and_then(|_| enc.finish())
+            .map_err(|e| StoreError(format!("cannot gzip {name}: {e}")))?
+    } else {
+        json
+    };
+    let gz = if gzip { "-gz" } else { "" };
+    let etag = format!("\"{}-{}{gz}\"", doc.rev, variant.etag_suffix());
+    let last_modified = chrono::DateTime::parse_from_rfc3339(doc.modified())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string()
+        })
+        .unwrap_or_default();
+    Ok(Rendered {
+        etag: Bytes::from(etag),
+        last_modified: Bytes::from(last_modified),
+        body: Bytes::from(body),
+    })
+}
+
+/// rusty-leveldb's disk environment with durable writes: every file it
+/// writes calls `sync_data` when flushed, so `DB::write(batch, true)` (which
+/// flushes the log) reaches the disk before it returns.
+#[derive(Clone, Default)]
+pub struct SyncingEnv {
+    inner: PosixDiskEnv,
+}
+
+/// A writable file whose `flush` is an `fdatasync`.
+struct SyncingFile(std::fs::File);
+
+impl Write for SyncingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+impl SyncingEnv {
+    fn open(path: &Path, append: bool) -> rusty_leveldb::Result<Box<dyn Write>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| {
+                rusty_leveldb::Status::new(
+                    rusty_leveldb::StatusCode::IOError,
+                    &format!("open {}: {e}", path.display()),
+                )
+            })?;
+        Ok(Box::new(SyncingFile(file)))
+    }
+}
+
+impl Env for SyncingEnv {
+    fn open_sequential_file(&self, p: &Path) -> rusty_leveldb::Result<Box<dyn io::Read>> {
+        self.inner.open_sequential_file(p)
+    }
+    fn open_random_access_file(&self, p: &Path) -> rusty_leveldb::Result<Box<dyn RandomAccess>> {
+        self.inner.open_random_access_file(p)
+    }
+    fn open_writable_file(&self, p: &Path) -> rusty_leveldb::Result<Box<dyn Write>> {
+        Self::open(p, false)
+    }
+    fn open_appendable_file(&self, p: &Path) -> rusty_leveldb::Result<Box<dyn Write>> {
+        Self::open(p, true)
+    }
+    fn exists(&self, p: &Path) -> rusty_leveldb::Result<bool> {
+        self.inner.exists(p)
+    }
+    fn children(&self, p: &Path) -> rusty_leveldb::Result<Vec<PathBuf>> {
+        self.inner.children(p)
+    }
+    fn size_of(&self, p: &Path) -> rusty_leveldb::Result<usize> {
+        self.inner.size_of(p)
+    }
+    fn delete(&self, p: &Path) -> rusty_leveldb::Result<()> {
+        self.inner.delete(p)
+    }
+    fn mkdir(&self, p: &Path) -> rusty_leveldb::Result<()> {
+        self.inner.mkdir(p)
+    }
+    fn rmdir(&self, p: &Path) -> rusty_leveldb::Result<()> {
+        self.inner.rmdir(p)
+    }
+    fn rename(&self, old: &Path, new: &Path) -> rusty_leveldb::Result<()> {
+        self.inner.rename(old, new)?;
+        // Make the rename itself durable (LevelDB renames CURRENT into place).
+        if let Some(dir) = new.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).ok();
+        }
+        Ok(())
+    }
+    fn lock(&self, p: &Path) -> rusty_leveldb::Result<FileLock> {
+        self.inner.lock(p)
+    }
+    fn unlock(&self, l: FileLock) -> rusty_leveldb::Result<()> {
+        self.inner.unlock(l)
+    }
+    fn new_logger(&self, p: &Path) -> rusty_leveldb::Result<Logger> {
+        self.inner.new_logger(p)
+    }
+    fn micros(&self) -> u64 {
+        self.inner.micros()
+    }
+    fn sleep_for(&self, micros: u32) {
+        self.inner.sleep_for(micros)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packument::{DistInfo, NewVersion, PublishOutcome};
+    use serde_json::json;
+
+    fn publish(store: &Store, name: &PackageName, v: &str) -> Packument {
+        let previous = store.packument(name).unwrap();
+        let new = NewVersion {
+            version: Version::parse(v).unwrap(),
+            manifest: json!({"name": name.as_str(), "version": v})
+                .as_object()
+                .unwrap()
+                .clone(),
+            tags: vec!["latest".into()],
+            dist: DistInfo {
+                shasum: format!("sha-{v}"),
+                integrity: format!("sha512-{v}"),
+                file_count: 1,
+                unpacked_size: 1,
+            },
+        };
+        let PublishOutcome::Published(doc) = packument::publish(
+            previous.clone(),
+            name,
+            new,
+            "alice",
+            chrono::Utc::now(),
+            false,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let doc = *doc;
+        store.commit(name, previous.as_ref(), &doc).unwrap();
+        doc
+    }
+
+    #[test]
+    fn commit_then_read_every_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "http://a/").unwrap();
+        let name = PackageName::parse("@acme/widget").unwrap();
+        assert!(store.rendered(&name, Variant::Full, false).is_none());
+        let doc = publish(&store, &name, "1.0.0");
+        let full = store.rendered(&name, Variant::Full, false).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&full.body).unwrap();
+        assert_eq!(value["_rev"], doc.rev.as_str());
+        assert_eq!(
+            value["versions"]["1.0.0"]["dist"]["tarball"],
+            "http://a/@acme/widget/-/widget-1.0.0.tgz"
+        );
+        assert_eq!(full.etag, format!("\"{}-full\"", doc.rev));
+        assert!(full.last_modified.ends_with(b" GMT"));
+        let gz = store.rendered(&name, Variant::Abbreviated, true).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut text)
+            .unwrap();
+        assert!(text.contains("\"modified\""));
+        assert!(store.has_version(&name, &Version::parse("1.0.0").unwrap()));
+        assert!(!store.has_version(&name, &Version::parse("1.0.1").unwrap()));
+    }
+
+    #[test]
+    fn reopening_with_another_public_url_rerenders() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = PackageName::parse("@acme/widget").unwrap();
+        {
+            let store = Store::open(dir.path(), "http://a/").unwrap();
+            publish(&store, &name, "1.0.0");
+            store.close().unwrap();
+        }
+        let store = Store::open(dir.path(), "https://b/npm/").unwrap();
+        let full = store.rendered(&name, Variant::Full, false).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&full.body).unwrap();
+        assert_eq!(
+            value["versions"]["1.0.0"]["dist"]["tarball"],
+            "https://b/npm/@acme/widget/-/widget-1.0.0.tgz"
+        );
+    }
+
+    #[test]
+    fn removed_versions_leave_the_index_and_empty_packages_are_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "http://a/").unwrap();
+        let name = PackageName::parse("@acme/widget").unwrap();
+        publish(&store, &name, "1.0.0");
+        let before = publish(&store, &name, "1.1.0");
+        let mut after = before.clone();
+        packument::unpublish_all(&mut after, chrono::Utc::now());
+        store.commit(&name, Some(&before), &after).unwrap();
+        assert!(store.rendered(&name, Variant::Full, false).is_none());
+        assert!(!store.has_version(&name, &Version::parse("1.0.0").unwrap()));
+        assert!(
+            store
+                .packument(&name)
+                .unwrap()
+                .unwrap()
+                .time
+                .contains_key("unpublished")
+        );
+    }
+}

@@ -1,0 +1,487 @@
+//! What nmr checks about a publish body before anything is written: that it
+//! is bound to the package in the URL, that its one tarball decodes to the
+//! length and hashes the client declared, and that the `package.json` inside
+//! the tarball names the same package and version (manifest confusion,
+//! SECURITY-LESSONS.md §1, §3, §4).
+//!
+//! The body shape is npm's publish PUT (PROTOCOL.md §3.3): `_id`, `name`,
+//! `dist-tags` (one entry), `versions` (one version manifest) and
+//! `_attachments` (`"<name>-<version>.tgz": {data: base64, length}`; a
+//! `.sigstore` provenance bundle may sit beside it and is ignored).
+
+use std::io::Read;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use sha1::Sha1;
+use sha2::{Digest, Sha512};
+
+use crate::error::ApiError;
+use crate::name::{PackageName, Version};
+use crate::packument::{DistInfo, NewVersion};
+
+/// The most bytes of `package/package.json` read from a tarball.
+const MAX_PACKAGE_JSON: u64 = 1024 * 1024;
+
+/// A publish body that passed every check, with its decoded tarball.
+#[derive(Debug)]
+pub struct VerifiedPublish {
+    pub new: NewVersion,
+    pub tarball: Bytes,
+}
+
+/// Parses a JSON request body into an object, or 400.
+pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// Checks that the body's `_id` and `name`, where present, are exactly
+/// `name`: every write is bound to the package in the URL.
+pub fn check_bound_to(body: &Map<String, Value>, name: &PackageName) -> Result<(), ApiError> {
+    for field in ["_id", "name"] {
+        match body.get(field) {
+            None => {}
+            Some(Value::String(s)) if s == name.as_str() => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "the body's {field} ({other}) does not match the package in the URL ({name})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Verifies a publish body for `name` (already checked to be bound to it
+/// with [`check_bound_to`]). CPU-heavy for large tarballs: call it off the
+/// async runtime.
+///
+/// Errors are 400 with a sentence naming the field at fault.
+pub fn verify_publish(
+    name: &PackageName,
+    mut body: Map<String, Value>,
+) -> Result<VerifiedPublish, ApiError> {
+    let bad = |m: String| Err(ApiError::bad_request(m));
+    let Some(Value::Object(mut versions)) = body.remove("versions") else {
+        return bad("the publish body has no versions object".into());
+    };
+    if versions.len() != 1 {
+        return bad(format!(
+            "a publish must carry exactly one version, this one has {}",
+            versions.len()
+        ));
+    }
+    let (version_key, manifest) = std::mem::take(&mut versions)
+        .into_iter()
+        .next()
+        .expect("one version");
+    let version = Version::parse(&version_key).map_err(ApiError::bad_request)?;
+    let Value::Object(manifest) = manifest else {
+        return bad(format!("versions[{version_key:?}] must be an object"));
+    };
+    if manifest.get("name").and_then(Value::as_str) != Some(name.as_str()) {
+        return bad(format!(
+            "versions[{version_key:?}].name must be {name:?}, the package in the URL"
+        ));
+    }
+    if manifest.get("version").and_then(Value::as_str) != Some(version_key.as_str()) {
+        return bad(format!(
+            "versions[{version_key:?}].version must be {version_key:?}"
+        ));
+    }
+
+    let tags = match body.get("dist-tags") {
+        None => vec!["latest".to_string()],
+        Some(Value::Object(tags)) => {
+            let mut out = Vec::new();
+            for (tag, target) in tags {
+                if target.as_str() != Some(version_key.as_str()) {
+                    return bad(format!(
+                        "dist-tags.{tag} must point at the version being published ({version_key})"
+                    ));
+                }
+                out.push(tag.clone());
+            }
+            out
+        }
+        Some(_) => return bad("dist-tags must be an object".into()),
+    };
+
+    let Some(Value::Object(attachments)) = body.remove("_attachments") else {
+        return bad("the publish body has no _attachments object".into());
+    };
+    let expected_file = format!("{name}-{version_key}.tgz");
+    let mut tarball_attachment = None;
+    for (file, attachment) in attachments {
+        if file == expected_file {
+            tarball_attachment = Some(attachment);
+        } else if file == format!("{name}-{version_key}.sigstore") {
+            // A provenance bundle (plain JSON, not base64): not stored.
+        } else {
+            return bad(format!(
+                "unexpected attachment {file:?}: the only tarball accepted is {expected_file:?}"
+            ));
+        }
+    }
+    let Some(attachment) = tarball_attachment else {
+        return bad(format!("_attachments lacks the tarball {expected_file:?}"));
+    };
+    let Some(data) = attachment.get("data").and_then(Value::as_str) else {
+        return bad(format!(
+            "_attachments[{expected_file:?}].data must be a base64 string"
+        ));
+    };
+    let tarball = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "_attachments[{expected_file:?}].data is not valid base64: {e}"
+            ))
+        })?;
+    if let Some(length) = attachment.get("length")
+        && length.as_u64() != Some(tarball.len() as u64)
+    {
+        return bad(format!(
+            "_attachments[{expected_file:?}].length is {length} but the data decodes to {} bytes",
+            tarball.len()
+        ));
+    }
+
+    let shasum = hex::encode(Sha1::digest(&tarball));
+    let sha512 = Sha512::digest(&tarball);
+    let integrity = format!(
+        "sha512-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha512)
+    );
+    let dist = manifest.get("dist");
+    if let Some(claimed) = dist.and_then(|d| d.get("shasum")).and_then(Value::as_str)
+        && !claimed.eq_ignore_ascii_case(&shasum)
+    {
+        return bad(format!(
+            "dist.shasum is {claimed} but the tarball's SHA-1 is {shasum}"
+        ));
+    }
+    if let Some(claimed) = dist
+        .and_then(|d| d.get("integrity"))
+        .and_then(Value::as_str)
+    {
+        check_integrity(claimed, &shasum, &integrity)?;
+    }
+
+    let contents = read_tarball(&tarball)?;
+    let inner_name = contents.package_json.get("name").and_then(Value::as_str);
+    let inner_version = contents.package_json.get("version").and_then(Value::as_str);
+    if inner_name != Some(name.as_str()) || inner_version != Some(version_key.as_str()) {
+        return bad(format!(
+            "the tarball's package.json is {}@{} but the manifest is {name}@{version_key}: they must agree",
+            inner_name.unwrap_or("(no name)"),
+            inner_version.unwrap_or("(no version)")
+        ));
+    }
+
+    Ok(VerifiedPublish {
+        new: NewVersion {
+            version,
+            manifest,
+            tags,
+            dist: DistInfo {
+                shasum,
+                integrity,
+                file_count: contents.file_count,
+                unpacked_size: contents.unpacked_size,
+            },
+        },
+        tarball: Bytes::from(tarball),
+    })
+}
+
+/// Checks a Subresource Integrity string (`sha512-… sha1-…`, space
+/// separated) against the tarball: every sha512 and sha1 entry must match,
+/// and at least one such entry must be present.
+fn check_integrity(claimed: &str, shasum_hex: &str, integrity: &str) -> Result<(), ApiError> {
+    let sha1_b64 = hex::decode(shasum_hex)
+        .map(|raw| base64::engine::general_purpose::STANDARD.encode(raw))
+        .unwrap_or_default();
+    let mut checked = 0;
+    for entry in claimed.split_whitespace() {
+        let entry = entry.split('?').next().unwrap_or(entry);
+        let ok = if let Some(_b64) = entry.strip_prefix("sha512-") {
+            entry == integrity
+        } else if let Some(b64) = entry.strip_prefix("sha1-") {
+            b64 == sha1_b64
+        } else {
+            continue;
+        };
+        if !ok {
+            return Err(ApiError::bad_request(format!(
+                "dist.integrity is {entry} but the tarball's is {integrity}"
+            )));
+        }
+        checked += 1;
+    }
+    if checked == 0 {
+        return Err(ApiError::bad_request(format!(
+            "dist.integrity {claimed:?} has no sha512 or sha1 entry"
+        )));
+    }
+    Ok(())
+}
+
+/// What nmr reads from a tarball.
+#[derive(Debug)]
+pub struct TarballContents {
+    /// `<top>/package.json`, parsed.
+    pub package_json: Map<String, Value>,
+    /// Regular files in the archive.
+    pub file_count: u64,
+    /// Sum of their sizes, in bytes.
+    pub unpacked_size: u64,
+}
+
+/// Reads a gzipped tar as npm packs it: counts files and parses the
+/// `package.json` in the top directory (`package/` for npm, but any one top
+/// directory is accepted, as npm does).
+pub fn read_tarball(tgz: &[u8]) -> Result<TarballContents, ApiError> {
+    let bad = |e: std::io::Error| {
+        ApiError::bad_request(format!("the tarball is not a valid gzipped tar: {e}"))
+    };
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let mut package_json = None;
+    let mut file_count = 0;
+    let mut unpacked_size = 0;
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        file_count += 1;
+        unpacked_size += entry.size();
+        let path = entry.path().map_err(bad)?.into_owned();
+        let mut parts = path.components();
+        let is_package_json = parts.next().is_some()
+            && parts
+                .next()
+                .is_some_and(|c| c.as_os_str() == "package.json")
+            && parts.next().is_none();
+        if is_package_json && package_json.is_none() {
+            let mut text = String::new();
+            (&mut entry)
+                .take(MAX_PACKAGE_JSON)
+                .read_to_string(&mut text)
+                .map_err(bad)?;
+            package_json = Some(text);
+        }
+    }
+    let text = package_json
+        .ok_or_else(|| ApiError::bad_request("the tarball has no package/package.json"))?;
+    let package_json = match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => map,
+        _ => {
+            return Err(ApiError::bad_request(
+                "the tarball's package.json is not a JSON object",
+            ));
+        }
+    };
+    Ok(TarballContents {
+        package_json,
+        file_count,
+        unpacked_size,
+    })
+}
+
+/// Test helpers shared by unit and integration tests: building tarballs and
+/// publish bodies the way `npm publish` does.
+pub mod testing {
+    use super::*;
+    use serde_json::json;
+
+    /// A gzipped tar with `package/package.json` for `name@version` and a
+    /// `package/index.js`.
+    pub fn tarball(name: &str, version: &str) -> Vec<u8> {
+        tarball_with(
+            name,
+            version,
+            &[("index.js", b"module.exports = 42;\n".as_slice())],
+        )
+    }
+
+    /// A gzipped tar with `package/package.json` and `files` under `package/`.
+    pub fn tarball_with(name: &str, version: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+        let package_json = json!({ "name": name, "version": version }).to_string();
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut builder = tar::Builder::new(gz);
+        let mut add = |path: &str, data: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, format!("package/{path}"), data)
+                .expect("append to tar");
+        };
+        add("package.json", package_json.as_bytes());
+        for (path, data) in files {
+            add(path, data);
+        }
+        builder
+            .into_inner()
+            .and_then(|gz| gz.finish())
+            .expect("finish tarball")
+    }
+
+    /// A publish body as `npm publish` sends it (PROTOCOL.md §3.3).
+    pub fn publish_body(name: &str, version: &str, tag: &str, tgz: &[u8]) -> Value {
+        let engine = base64::engine::general_purpose::STANDARD;
+        json!({
+            "_id": name,
+            "name": name,
+            "description": "test package",
+            "dist-tags": { tag: version },
+            "versions": { version: {
+                "name": name,
+                "version": version,
+                "description": "test package",
+                "_id": format!("{name}@{version}"),
+                "dist": {
+                    "integrity": format!("sha512-{}", engine.encode(Sha512::digest(tgz))),
+                    "shasum": hex::encode(Sha1::digest(tgz)),
+                    "tarball": format!("http://x/{name}/-/{name}-{version}.tgz"),
+                },
+            }},
+            "access": null,
+            "_attachments": { format!("{name}-{version}.tgz"): {
+                "content_type": "application/octet-stream",
+                "data": engine.encode(tgz),
+                "length": tgz.len(),
+            }},
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use serde_json::json;
+
+    fn name() -> PackageName {
+        PackageName::parse("@acme/widget").unwrap()
+    }
+
+    fn verify(body: Value) -> Result<VerifiedPublish, ApiError> {
+        let map = body.as_object().unwrap().clone();
+        check_bound_to(&map, &name())?;
+        verify_publish(&name(), map)
+    }
+
+    fn good() -> (Vec<u8>, Value) {
+        let tgz = tarball("@acme/widget", "1.0.0");
+        let body = publish_body("@acme/widget", "1.0.0", "latest", &tgz);
+        (tgz, body)
+    }
+
+    fn rejected(body: Value, needle: &str) {
+        let err = verify(body).unwrap_err();
+        assert_eq!(err.status, 400, "{err}");
+        assert!(
+            err.message.contains(needle),
+            "{needle:?} not in {:?}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn accepts_what_npm_sends_and_computes_dist() {
+        let (tgz, body) = good();
+        let v = verify(body).unwrap();
+        assert_eq!(v.tarball.as_ref(), tgz.as_slice());
+        assert_eq!(v.new.version.as_str(), "1.0.0");
+        assert_eq!(v.new.tags, ["latest"]);
+        assert_eq!(v.new.dist.file_count, 2);
+        assert!(v.new.dist.integrity.starts_with("sha512-"));
+        assert_eq!(v.new.dist.shasum.len(), 40);
+    }
+
+    #[test]
+    fn refuses_bodies_not_bound_to_the_url() {
+        let (_, mut body) = good();
+        body["_id"] = "@acme/other".into();
+        rejected(body, "_id");
+        let (_, mut body) = good();
+        body["name"] = "@evil/widget".into();
+        rejected(body, "name");
+        let (_, mut body) = good();
+        body["versions"]["1.0.0"]["name"] = "@acme/other".into();
+        rejected(body, "versions[\"1.0.0\"].name");
+    }
+
+    #[test]
+    fn refuses_bad_attachments() {
+        let (tgz, mut body) = good();
+        let att = body["_attachments"]["@acme/widget-1.0.0.tgz"].take();
+        body["_attachments"] = json!({ "@acme/widget-2.0.0.tgz": att.clone() });
+        rejected(body, "unexpected attachment");
+        let (_, mut body) = good();
+        body["_attachments"]["@acme/widget-1.0.0.tgz"]["data"] = "***not base64***".into();
+        rejected(body, "not valid base64");
+        let (_, mut body) = good();
+        body["_attachments"]["@acme/widget-1.0.0.tgz"]["length"] = (tgz.len() + 1).into();
+        rejected(body, "length");
+        let (_, mut body) = good();
+        body.as_object_mut().unwrap().remove("_attachments");
+        rejected(body, "_attachments");
+    }
+
+    #[test]
+    fn refuses_hash_mismatches() {
+        let (_, mut body) = good();
+        body["versions"]["1.0.0"]["dist"]["shasum"] = "0".repeat(40).into();
+        rejected(body, "dist.shasum");
+        let (_, mut body) = good();
+        body["versions"]["1.0.0"]["dist"]["integrity"] = "sha512-AAAA".into();
+        rejected(body, "dist.integrity");
+    }
+
+    #[test]
+    fn refuses_manifest_confusion() {
+        let tgz = tarball("@acme/other", "1.0.0");
+        rejected(
+            publish_body("@acme/widget", "1.0.0", "latest", &tgz),
+            "package.json is @acme/other@1.0.0",
+        );
+        let tgz = tarball("@acme/widget", "6.6.6");
+        rejected(
+            publish_body("@acme/widget", "1.0.0", "latest", &tgz),
+            "6.6.6",
+        );
+        let not_gzip = b"plain bytes".to_vec();
+        rejected(
+            publish_body("@acme/widget", "1.0.0", "latest", &not_gzip),
+            "not a valid gzipped tar",
+        );
+    }
+
+    #[test]
+    fn refuses_bad_versions_and_counts() {
+        let tgz = tarball("@acme/widget", "1.0");
+        rejected(
+            publish_body("@acme/widget", "1.0", "latest", &tgz),
+            "not valid semver",
+        );
+        let (_, mut body) = good();
+        body["versions"]["2.0.0"] = body["versions"]["1.0.0"].clone();
+        rejected(body, "exactly one version");
+        let (_, mut body) = good();
+        body["dist-tags"] = json!({"latest": "0.0.1"});
+        rejected(body, "dist-tags.latest");
+    }
+}
