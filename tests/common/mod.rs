@@ -1,0 +1,462 @@
+//! Test helpers: spawn the real `nmr` binary on a free port with temporary
+//! data directories, talk to it over HTTP, and drive the real `npm` client
+//! with a temporary userconfig and cache.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running `nmr` process. Killed on drop.
+pub struct Server {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    stderr: Arc<Mutex<String>>,
+    prefix: Vec<String>,
+}
+
+impl Server {
+    /// Starts nmr with `auth.type = none`, temp `db.path` and
+    /// `storage.local.path`, plus `env` overrides.
+    pub fn start(env: &[(&str, &str)]) -> Server {
+        Self::start_wrapped(&[], env)
+    }
+
+    /// Like [`Server::start`], with the binary run under `prefix` (e.g.
+    /// `strace -f ...`).
+    pub fn start_wrapped(prefix: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Server {
+            url: String::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            dir,
+            child: None,
+            stderr: Arc::new(Mutex::new(String::new())),
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("db")
+    }
+
+    pub fn storage_path(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    fn spawn(&mut self) {
+        let bin = env!("CARGO_BIN_EXE_nmr");
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.env_remove("RUST_LOG")
+            .env("NMR_SERVER__HOST", "127.0.0.1")
+            .env("NMR_SERVER__PORT", "0")
+            .env("NMR_DB__PATH", self.db_path())
+            .env("NMR_STORAGE__LOCAL__PATH", self.storage_path())
+            .env("NMR_LOGGER__LEVEL", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn nmr");
+        let stderr = child.stderr.take().unwrap();
+        let log = self.stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read nmr stdout");
+        let Some(rest) = line.strip_prefix("nmr listening on ") else {
+            let _ = child.wait();
+            panic!("nmr did not start: {line:?}\n{}", self.log());
+        };
+        let public = rest
+            .split("public URL ")
+            .nth(1)
+            .and_then(|s| s.strip_suffix(")\n"))
+            .expect("public URL in the startup line");
+        self.url = public.to_string();
+        self.child = Some(child);
+    }
+
+    /// Everything nmr wrote to stderr so far (its log).
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "nmr did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server and starts it again on the same data directories
+    /// (on a new port).
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(status.success(), "nmr exited with {status}");
+        self.spawn();
+    }
+
+    /// An HTTP client that reports every status as a response.
+    pub fn http(&self) -> Http {
+        Http {
+            base: self.url.clone(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .build()
+                .into(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A response as a test sees it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `error` field of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// A small HTTP client bound to one server.
+pub struct Http {
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+impl Http {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path.trim_start_matches('/'))
+    }
+
+    pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.agent.get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        finish(req.call())
+    }
+
+    pub fn put(&self, path: &str, body: &[u8]) -> Reply {
+        let req = self
+            .agent
+            .put(self.url(path))
+            .header("content-type", "application/json");
+        finish(req.send(body))
+    }
+
+    pub fn put_json(&self, path: &str, body: &Value) -> Reply {
+        self.put(path, body.to_string().as_bytes())
+    }
+
+    pub fn delete(&self, path: &str) -> Reply {
+        finish(self.agent.delete(self.url(path)).call())
+    }
+}
+
+fn finish(result: Result<http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let response = result.expect("HTTP request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    response
+        .into_body()
+        .into_reader()
+        .read_to_end(&mut body)
+        .expect("read body");
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The real npm client with its own userconfig and cache.
+pub struct Npm {
+    pub dir: tempfile::TempDir,
+    pub userconfig: PathBuf,
+}
+
+/// What an npm run printed.
+#[derive(Debug)]
+pub struct NpmOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl NpmOutput {
+    /// stdout and stderr together.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl Npm {
+    /// An npm whose default and `@acme` registry is `registry`, with `token`
+    /// (if any) as `_authToken` for it; audit, fund and update checks off.
+    pub fn new(registry: &str, token: Option<&str>) -> Npm {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let userconfig = dir.path().join("npmrc");
+        let nerf = registry
+            .trim_start_matches("http:")
+            .trim_start_matches("https:");
+        let mut rc = format!(
+            "registry={registry}\n@acme:registry={registry}\naudit=false\nfund=false\nupdate-notifier=false\nloglevel=warn\n"
+        );
+        if let Some(token) = token {
+            rc.push_str(&format!("{nerf}:_authToken={token}\n"));
+        }
+        std::fs::write(&userconfig, rc).unwrap();
+        Npm { dir, userconfig }
+    }
+
+    /// Runs `npm ARGS` in `cwd`.
+    pub fn run(&self, cwd: &Path, args: &[&str]) -> NpmOutput {
+        let output = Command::new("npm")
+            .args(args)
+            .arg("--userconfig")
+            .arg(&self.userconfig)
+            .arg("--cache")
+            .arg(self.dir.path().join("cache"))
+            .current_dir(cwd)
+            .env_remove("NPM_CONFIG_REGISTRY")
+            .env("NO_UPDATE_NOTIFIER", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run npm (is npm installed?)");
+        NpmOutput {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs npm and panics with its output unless it succeeds.
+    pub fn ok(&self, cwd: &Path, args: &[&str]) -> NpmOutput {
+        let out = self.run(cwd, args);
+        assert!(out.success, "npm {args:?} failed:\n{}", out.all());
+        out
+    }
+
+    /// Writes a package directory for `name@version` with an `index.js`
+    /// exporting `marker`, and `package.json` fields merged from `extra`.
+    pub fn package(&self, name: &str, version: &str, marker: &str, extra: Value) -> PathBuf {
+        let dir = self
+            .dir
+            .path()
+            .join("src")
+            .join(format!("{}-{version}", name.replace('/', "_")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut manifest = serde_json::json!({
+            "name": name,
+            "version": version,
+            "description": format!("{name} for tests"),
+            "main": "index.js",
+            "license": "MIT",
+        });
+        if let (Value::Object(m), Value::Object(e)) = (&mut manifest, extra) {
+            m.extend(e);
+        }
+        std::fs::write(dir.join("package.json"), manifest.to_string()).unwrap();
+        std::fs::write(
+            dir.join("index.js"),
+            format!("module.exports = {marker:?};\n"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("README.md"), format!("# {name}\n")).unwrap();
+        dir
+    }
+
+    /// An empty project directory to install into.
+    pub fn project(&self, label: &str) -> PathBuf {
+        let dir = self.dir.path().join("projects").join(label);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("package.json"),
+            format!(r#"{{"name":"{label}","version":"1.0.0","private":true}}"#),
+        )
+        .unwrap();
+        dir
+    }
+}
+
+/// Publishes `name@version` over HTTP as npm would (tarball built in-process).
+pub fn publish_http(http: &Http, name: &str, version: &str) -> Reply {
+    let tgz = nmr::verify::testing::tarball(name, version);
+    let body = nmr::verify::testing::publish_body(name, version, "latest", &tgz);
+    http.put_json(&escape(name), &body)
+}
+
+/// `@scope/name` → `@scope%2fname`, as npm writes document routes.
+pub fn escape(name: &str) -> String {
+    name.replacen('/', "%2f", 1)
+}
+
+/// Every file under `dir`, relative, sorted, with its bytes: a snapshot to
+/// compare before and after a rejected request.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(base, &path, out);
+            } else {
+                out.push((
+                    path.strip_prefix(base).unwrap().to_path_buf(),
+                    std::fs::read(&path).unwrap(),
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// A stand-in for the upstream public registry: serves one unscoped package
+/// (`left-pad-lite@1.0.0`) and records every request it receives.
+pub struct Upstream {
+    /// Base URL, with `localhost` as host so npm treats it as another host.
+    pub url: String,
+    /// `(path, had an Authorization header)` per request.
+    pub requests: Arc<Mutex<Vec<(String, bool)>>>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        use warp::Filter;
+        let requests: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let recorded = requests.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = listener.local_addr().unwrap().port();
+                let base = format!("http://localhost:{port}");
+                let tgz = nmr::verify::testing::tarball_with(
+                    "left-pad-lite",
+                    "1.0.0",
+                    &[("index.js", b"module.exports = 'from upstream';\n".as_slice())],
+                );
+                let body = nmr::verify::testing::publish_body("left-pad-lite", "1.0.0", "latest", &tgz);
+                let mut manifest = body["versions"]["1.0.0"].clone();
+                manifest["dist"]["tarball"] =
+                    format!("{base}/left-pad-lite/-/left-pad-lite-1.0.0.tgz").into();
+                let packument = serde_json::json!({
+                    "_id": "left-pad-lite", "name": "left-pad-lite",
+                    "dist-tags": {"latest": "1.0.0"},
+                    "versions": {"1.0.0": manifest},
+                    "time": {"created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z", "1.0.0": "2026-01-01T00:00:00.000Z"},
+                })
+                .to_string();
+                let routes = warp::path::full()
+                    .and(warp::header::optional::<String>("authorization"))
+                    .map(move |path: warp::path::FullPath, auth: Option<String>| {
+                        recorded.lock().unwrap().push((path.as_str().to_string(), auth.is_some()));
+                        let (status, ctype, body) = match path.as_str() {
+                            "/left-pad-lite" => (200, "application/json", packument.clone().into_bytes()),
+                            "/left-pad-lite/-/left-pad-lite-1.0.0.tgz" => (200, "application/octet-stream", tgz.clone()),
+                            _ => (404, "application/json", br#"{"error":"not found"}"#.to_vec()),
+                        };
+                        http::Response::builder()
+                            .status(status)
+                            .header("content-type", ctype)
+                            .header("cache-control", "no-cache")
+                            .body(body)
+                            .unwrap()
+                    });
+                addr_tx.send(base).unwrap();
+                warp::serve(routes)
+                    .incoming(listener)
+                    .graceful(async {
+                        let _ = rx.await;
+                    })
+                    .run()
+                    .await;
+            });
+        });
+        let url = addr_rx.recv().unwrap();
+        Upstream {
+            url: format!("{url}/"),
+            requests,
+            _shutdown: tx,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<(String, bool)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
