@@ -19,19 +19,18 @@ pub struct Server {
     env: Vec<(String, String)>,
     child: Option<Child>,
     stderr: Arc<Mutex<String>>,
-    prefix: Vec<String>,
+    args: Vec<String>,
 }
 
 impl Server {
     /// Starts nmr with `auth.type = none`, temp `db.path` and
     /// `storage.local.path`, plus `env` overrides.
     pub fn start(env: &[(&str, &str)]) -> Server {
-        Self::start_wrapped(&[], env)
+        Self::start_with_args(&[], env)
     }
 
-    /// Like [`Server::start`], with the binary run under `prefix` (e.g.
-    /// `strace -f ...`).
-    pub fn start_wrapped(prefix: &[&str], env: &[(&str, &str)]) -> Server {
+    /// Like [`Server::start`], with command-line `args` (e.g. `--config F`).
+    pub fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Server {
             url: String::new(),
@@ -42,7 +41,7 @@ impl Server {
             dir,
             child: None,
             stderr: Arc::new(Mutex::new(String::new())),
-            prefix: prefix.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
         };
         server.spawn();
         server
@@ -58,15 +57,9 @@ impl Server {
 
     fn spawn(&mut self) {
         let bin = env!("CARGO_BIN_EXE_nmr");
-        let mut cmd = match self.prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        cmd.env_remove("RUST_LOG")
+        let mut cmd = Command::new(bin);
+        cmd.args(&self.args)
+            .env_remove("RUST_LOG")
             .env("NMR_SERVER__HOST", "127.0.0.1")
             .env("NMR_SERVER__PORT", "0")
             .env("NMR_DB__PATH", self.db_path())
@@ -102,6 +95,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// Everything nmr wrote to stderr so far (its log).
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
@@ -128,6 +126,12 @@ impl Server {
     pub fn restart(&mut self) {
         let status = self.stop();
         assert!(status.success(), "nmr exited with {status}");
+        self.start_again();
+    }
+
+    /// Starts a stopped server again on the same data directories.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "server still running");
         self.spawn();
     }
 
