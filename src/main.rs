@@ -27,7 +27,12 @@ fn main() -> ExitCode {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.logger.level.clone());
     env_logger::Builder::new().parse_filters(&filter).init();
 
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Blocking threads serve file reads; a bound keeps memory flat under load.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(32)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("nmr: cannot start the async runtime: {e}");

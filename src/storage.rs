@@ -4,7 +4,7 @@
 //! `{root}/@scope/name/-/name-1.0.0.tgz`. A write is atomic and durable: the
 //! bytes go to a temporary file in the same directory, are fsynced, renamed
 //! into place, and the directory is fsynced, all before the caller commits the
-//! metadata that names the tarball. Reads stream from disk in 256 KiB chunks,
+//! metadata that names the tarball. Reads stream from disk in 64 KiB chunks,
 //! never loading a whole tarball into memory.
 
 use std::io::{self, Write};
@@ -19,7 +19,7 @@ use crate::config::{StorageConfig, StorageType};
 use crate::name::{PackageName, Version};
 
 /// Chunk size of streamed tarball reads.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// A tarball body being streamed to a client.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync>>;

@@ -120,7 +120,7 @@ pub fn verify_publish(
         return bad("the publish body has no _attachments object".into());
     };
     let expected_file = format!("{name}-{version_key}.tgz");
-    let mut tarball_attachment = None;
+    let mut tarball_attachment: Option<Value> = None;
     for (file, attachment) in attachments {
         if file == expected_file {
             tarball_attachment = Some(attachment);
@@ -132,21 +132,23 @@ pub fn verify_publish(
             ));
         }
     }
-    let Some(attachment) = tarball_attachment else {
+    let Some(mut attachment) = tarball_attachment else {
         return bad(format!("_attachments lacks the tarball {expected_file:?}"));
     };
-    let Some(data) = attachment.get("data").and_then(Value::as_str) else {
+    let Some(Value::String(data)) = attachment.get_mut("data").map(Value::take) else {
         return bad(format!(
             "_attachments[{expected_file:?}].data must be a base64 string"
         ));
     };
     let tarball = base64::engine::general_purpose::STANDARD
-        .decode(data)
+        .decode(&data)
         .map_err(|e| {
             ApiError::bad_request(format!(
                 "_attachments[{expected_file:?}].data is not valid base64: {e}"
             ))
         })?;
+    // The base64 text is no longer needed: free it before hashing and unpacking.
+    drop(data);
     if let Some(length) = attachment.get("length")
         && length.as_u64() != Some(tarball.len() as u64)
     {

@@ -31,7 +31,10 @@ pub async fn put(
     name: &PackageName,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let body = verify::json_object(&body)?;
+    let parsed = verify::json_object(&body)?;
+    // Free the raw body (the tarball in base64) before the parsed copy is used.
+    drop(body);
+    let body = parsed;
     verify::check_bound_to(&body, name)?;
     let has_attachments = body
         .get("_attachments")
