@@ -265,3 +265,37 @@ fn unscoped_without_upstream_says_how_to_configure_it() {
     assert_eq!(reply.status, 404);
     assert!(reply.error().contains("upstream.url"), "{}", reply.error());
 }
+
+#[test]
+fn a_public_url_with_a_path_prefix_serves_every_route_under_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public = format!("http://127.0.0.1:{port}/npm/");
+    let server = Server::start(&[
+        ("NMR_SERVER__PORT", &port.to_string()),
+        ("NMR_SERVER__PUBLIC_URL", &public),
+    ]);
+    assert_eq!(server.url, public);
+    let npm = Npm::new(&server.url, Some("token"));
+    publish_fixture(&npm);
+    let app = npm.project("prefixed");
+    let fresh = Npm::new(&server.url, Some("token"));
+    fresh.ok(&app, &["install", "@acme/widget"]);
+    assert!(read(&app.join("node_modules/@acme/widget/index.js")).contains("widget-1.1.0"));
+    assert!(
+        read(&app.join("package-lock.json"))
+            .contains(&format!("{public}@acme/widget/-/widget-1.1.0.tgz"))
+    );
+    fresh.ok(&app, &["unpublish", "@acme/widget@1.0.0"]);
+    // Outside the prefix there is nothing.
+    let outside = ureq::get(&format!("http://127.0.0.1:{port}/@acme%2fwidget"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(outside.status(), 404);
+}
