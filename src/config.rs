@@ -57,6 +57,24 @@ pub enum AuthType {
 pub struct AuthConfig {
     #[serde(rename = "type")]
     pub kind: AuthType,
+    pub github: GithubConfig,
+}
+
+/// `[auth.github]`: how nmr reaches GitHub (see `config/nmr.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// REST API base URL, e.g. `https://api.github.com` or
+    /// `https://ghe.example/api/v3`.
+    pub api_url: String,
+    /// Web host that `repository` URLs name, e.g. `github.com`.
+    pub host: String,
+    /// Seconds a positive GitHub answer is cached.
+    pub cache_ttl: u64,
+    /// Seconds a denial is cached.
+    pub denied_cache_ttl: u64,
+    /// Seconds one GitHub call may take.
+    pub timeout: u64,
 }
 
 /// `[db]`: the LevelDB metadata store.
@@ -175,6 +193,17 @@ impl Config {
             parse_base_url(&self.upstream.url)
                 .map_err(|e| ConfigError(format!("upstream.url: {e}")))?;
         }
+        parse_base_url(&self.auth.github.api_url)
+            .map_err(|e| ConfigError(format!("auth.github.api_url: {e}")))?;
+        let host = &self.auth.github.host;
+        if host.is_empty() || host.contains('/') || host.contains(':') {
+            return Err(ConfigError(format!(
+                "auth.github.host: {host:?} must be a bare host name such as github.com"
+            )));
+        }
+        if self.auth.github.timeout == 0 {
+            return Err(ConfigError("auth.github.timeout: must be above 0".into()));
+        }
         if self.server.max_body_size == 0 {
             return Err(ConfigError("server.max_body_size: must be above 0".into()));
         }
@@ -247,6 +276,11 @@ mod tests {
         assert_eq!(c.upstream.url, "");
         assert!(!c.settings.allow_previous_version);
         assert_eq!(c.logger.level, "info");
+        assert_eq!(c.auth.kind, AuthType::Github);
+        assert_eq!(c.auth.github.api_url, "https://api.github.com");
+        assert_eq!(c.auth.github.host, "github.com");
+        assert_eq!(c.auth.github.cache_ttl, 300);
+        assert_eq!(c.auth.github.timeout, 10);
     }
 
     #[test]
@@ -287,6 +321,9 @@ mod tests {
         assert!(e.to_string().contains("auth.type"), "{e}");
         let e = Config::load_with_env(None, env(&[("NMR_SERVER__PORT", "http")])).unwrap_err();
         assert!(e.to_string().contains("server.port"), "{e}");
+        let e =
+            Config::load_with_env(None, env(&[("NMR_AUTH__GITHUB__API_URL", "x")])).unwrap_err();
+        assert!(e.to_string().contains("auth.github.api_url"), "{e}");
         let e = Config::load_with_env(None, env(&[("NMR_UPSTREAM__URL", "ftp://x")])).unwrap_err();
         assert!(e.to_string().contains("upstream.url"), "{e}");
     }

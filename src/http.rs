@@ -115,6 +115,13 @@ async fn dispatch(
         Route::Ping if is_read => Ok(json(StatusCode::OK, "{}")),
         Route::Whoami if is_read => cmd::user::whoami(registry, &request).await,
         Route::Logout if method == Method::DELETE => cmd::user::logout(),
+        Route::User(name) if method == Method::PUT => {
+            let body = read_body(&request.headers, body, limit).await?;
+            cmd::user::login(registry, &name, &body).await
+        }
+        Route::WebLogin => Err(ApiError::not_found(
+            "web login is not available: run npm login --auth-type=legacy and give a GitHub token as the password",
+        )),
         Route::Audit if method == Method::POST => Ok(json(StatusCode::OK, "{}")),
         Route::DistTags { name, tag } => match (method, tag) {
             (Method::GET, None) => cmd::dist_tags::list(registry, &request, &name).await,
@@ -163,9 +170,12 @@ async fn dispatch(
             "only scoped packages (@scope/name) can be published or changed on this registry",
         )),
         Route::InvalidName(message) => Err(ApiError::bad_request(message)),
-        Route::NotFound | Route::Ping | Route::Whoami | Route::Logout | Route::Audit => {
-            Err(ApiError::not_found("not found"))
-        }
+        Route::NotFound
+        | Route::Ping
+        | Route::Whoami
+        | Route::Logout
+        | Route::User(_)
+        | Route::Audit => Err(ApiError::not_found("not found")),
     }
 }
 

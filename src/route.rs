@@ -9,6 +9,8 @@
 //! |---|---|
 //! | `-/ping`, `-/whoami` | [`Route::Ping`], [`Route::Whoami`] |
 //! | `-/user/token/TOKEN` | [`Route::Logout`] |
+//! | `-/user/org.couchdb.user:NAME` | [`Route::User`] |
+//! | `-/v1/login` | [`Route::WebLogin`] |
 //! | `-/npm/v1/security/advisories/bulk` | [`Route::Audit`] |
 //! | `-/package/ESC/dist-tags[/TAG]` | [`Route::DistTags`] |
 //! | `ESC` | [`Target::Document`] |
@@ -32,6 +34,10 @@ pub enum Route {
     Whoami,
     /// `npm logout`; the token in the path is never logged.
     Logout,
+    /// `npm login --auth-type=legacy`: `-/user/org.couchdb.user:NAME`.
+    User(String),
+    /// npm's web login, `-/v1/login`: not offered, so npm falls back to legacy.
+    WebLogin,
     Audit,
     /// `-/package/ESC/dist-tags` (tag `None`) or `.../dist-tags/TAG`.
     DistTags {
@@ -77,6 +83,14 @@ pub fn parse(path: &str) -> Route {
         ["-", "ping"] => Route::Ping,
         ["-", "whoami"] => Route::Whoami,
         ["-", "user", "token", _] => Route::Logout,
+        ["-", "user", user] => match decode(user)
+            .as_deref()
+            .and_then(|u| u.strip_prefix("org.couchdb.user:"))
+        {
+            Some(name) => Route::User(name.to_string()),
+            None => Route::NotFound,
+        },
+        ["-", "v1", "login"] => Route::WebLogin,
         ["-", "npm", "v1", "security", "advisories", "bulk"] => Route::Audit,
         ["-", "package", rest @ ..] => parse_dist_tags(rest),
         ["-", ..] => Route::NotFound,
@@ -231,6 +245,15 @@ mod tests {
         assert_eq!(parse("/-/ping"), Route::Ping);
         assert_eq!(parse("/-/whoami"), Route::Whoami);
         assert_eq!(parse("/-/user/token/abc"), Route::Logout);
+        assert_eq!(
+            parse("/-/user/org.couchdb.user:alice"),
+            Route::User("alice".into())
+        );
+        assert_eq!(
+            parse("/-/user/org.couchdb.user%3Aalice"),
+            Route::User("alice".into())
+        );
+        assert_eq!(parse("/-/v1/login"), Route::WebLogin);
         assert_eq!(parse("/-/npm/v1/security/advisories/bulk"), Route::Audit);
         assert_eq!(parse("/-/nope"), Route::NotFound);
         assert_eq!(parse("/"), Route::NotFound);

@@ -26,7 +26,7 @@ pub fn build(config: Config, bound: SocketAddr) -> Result<Registry, StartupError
     let store = Store::open(&config.db.path, &public_url)
         .map_err(|e| StartupError(format!("db.path: {e}")))?;
     let storage = Storage::from_config(&config.storage).map_err(|e| StartupError(e.to_string()))?;
-    let auth = Auth::from_config(config.auth.kind).map_err(StartupError)?;
+    let auth = Auth::from_config(&config.auth).map_err(StartupError)?;
     Ok(Registry {
         config,
         store,

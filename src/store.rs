@@ -8,6 +8,7 @@
 //! | `d/{name}` | the canonical [`Packument`] as JSON (tombstones included) |
 //! | `r/{variant}/{name}` | a [`Rendered`] document: full or abbreviated, plain or gzip |
 //! | `t/{name}/{version}` | the live version's `shasum`: lets a tarball GET check the version in one lookup |
+//! | `b/{name}` | the GitHub repository the package is bound to (`{"owner", "repo"}`) |
 //! | `m/public_url` | the public URL the rendered documents were written with |
 //!
 //! Every change to a package is one atomic [`rusty_leveldb::WriteBatch`]
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use rusty_leveldb::env::{Env, FileLock, Logger, RandomAccess};
 use rusty_leveldb::{DB, LdbIterator, Options, PosixDiskEnv, WriteBatch};
 
+use crate::github::Repo;
 use crate::name::{PackageName, Version};
 use crate::packument::{self, Packument};
 
@@ -185,6 +187,17 @@ impl Store {
             .map_err(|e| StoreError(format!("packument of {name} is corrupt: {e}")))
     }
 
+    /// The GitHub repository `name` is bound to, if any.
+    pub fn binding(&self, name: &PackageName) -> Result<Option<Repo>, StoreError> {
+        let key = format!("b/{name}");
+        let Some(raw) = self.with_db(|db| Ok(db.get(key.as_bytes())))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&raw)
+            .map(Some)
+            .map_err(|e| StoreError(format!("repository binding of {name} is corrupt: {e}")))
+    }
+
     /// Whether `version` of `name` is live (published and not unpublished).
     pub fn has_version(&self, name: &PackageName, version: &Version) -> bool {
         let key = format!("t/{name}/{version}");
@@ -196,15 +209,22 @@ impl Store {
 
     /// Commits `doc` as `name`'s packument, with its rendered forms and
     /// version index, in one synced write batch. `previous` is the packument
-    /// it replaces (to drop index entries of removed versions).
+    /// it replaces (to drop index entries of removed versions); `binding`,
+    /// when given, becomes the package's GitHub repository in the same batch.
     pub fn commit(
         &self,
         name: &PackageName,
         previous: Option<&Packument>,
         doc: &Packument,
+        binding: Option<&Repo>,
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         self.add_to_batch(&mut batch, name, previous, doc)?;
+        if let Some(repo) = binding {
+            let json = serde_json::to_vec(repo)
+                .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
+            batch.put(format!("b/{name}").as_bytes(), &json);
+        }
         self.with_db(|db| Ok(db.write(batch, true)?))
     }
 
@@ -457,7 +477,7 @@ mod tests {
             panic!()
         };
         let doc = *doc;
-        store.commit(name, previous.as_ref(), &doc).unwrap();
+        store.commit(name, previous.as_ref(), &doc, None).unwrap();
         doc
     }
 
@@ -513,7 +533,7 @@ mod tests {
         let before = publish(&store, &name, "1.1.0");
         let mut after = before.clone();
         packument::unpublish_all(&mut after, chrono::Utc::now());
-        store.commit(&name, Some(&before), &after).unwrap();
+        store.commit(&name, Some(&before), &after, None).unwrap();
         assert!(store.rendered(&name, Variant::Full, false).is_none());
         assert!(!store.has_version(&name, &Version::parse("1.0.0").unwrap()));
         assert!(

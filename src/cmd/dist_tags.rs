@@ -22,10 +22,7 @@ pub async fn list(
     request: &Request,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::Read)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::Read).await?;
     let doc = live_packument(registry, name)?;
     let mut response = json(
         StatusCode::OK,
@@ -45,10 +42,7 @@ pub async fn add(
     tag: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::DistTag)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::DistTag).await?;
     let version: String = serde_json::from_slice(body).map_err(|_| {
         ApiError::bad_request("the body must be a JSON string naming a version, e.g. \"1.0.0\"")
     })?;
@@ -65,10 +59,7 @@ pub async fn remove(
     name: &PackageName,
     tag: &str,
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::DistTag)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::DistTag).await?;
     change(registry, name, |doc| {
         packument::remove_tag(doc, tag, Utc::now())
     })

@@ -20,7 +20,10 @@ pub mod unpublish;
 pub mod upstream;
 pub mod user;
 
+use crate::auth::{Action, Identity};
 use crate::error::ApiError;
+use crate::github::Repo;
+use crate::http::Request;
 use crate::name::{PackageName, Version};
 use crate::packument::Packument;
 use crate::registry::Registry;
@@ -60,8 +63,31 @@ pub fn commit(
 ) -> Result<(), ApiError> {
     registry
         .store
-        .commit(name, previous, doc)
+        .commit(name, previous, doc, None)
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The GitHub repository `name` is bound to, if any.
+pub fn binding(registry: &Registry, name: &PackageName) -> Result<Option<Repo>, ApiError> {
+    registry
+        .store
+        .binding(name)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The request's one authorization decision for `action` on `name`
+/// (see [`crate::auth::Auth::authorize`]).
+pub async fn authorize(
+    registry: &Registry,
+    request: &Request,
+    name: &PackageName,
+    action: Action,
+) -> Result<Identity, ApiError> {
+    let binding = binding(registry, name)?;
+    registry
+        .auth
+        .authorize(request.credentials.as_ref(), name, binding.as_ref(), action)
+        .await
 }
 
 /// Deletes the tarballs of versions whose removal is already committed. A

@@ -34,10 +34,7 @@ pub async fn get(
     request: &Request,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::Read)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::Read).await?;
     let headers = &request.headers;
     let variant =
         if accepts(headers, header::ACCEPT, ABBREVIATED) && !request.query.contains("write=true") {
@@ -100,10 +97,7 @@ pub async fn get_version(
     name: &PackageName,
     spec: &str,
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::Read)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::Read).await?;
     let doc = live_packument(registry, name)?;
     let version = doc
         .resolve(spec)

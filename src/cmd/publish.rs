@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use warp::reply::Response;
 
 use crate::auth::Action;
-use crate::cmd::{check_rev, commit, live_packument};
+use crate::cmd::{binding, check_rev, commit, live_packument};
 use crate::error::ApiError;
 use crate::http::{Request, ok};
 use crate::name::PackageName;
@@ -57,10 +57,23 @@ async fn publish(
     name: &PackageName,
     body: Map<String, Value>,
 ) -> Result<Response, ApiError> {
-    let identity = registry
+    let bound = binding(registry, name)?;
+    let repository = body
+        .get("versions")
+        .and_then(Value::as_object)
+        .and_then(|versions| versions.values().next())
+        .and_then(|manifest| manifest.get("repository"))
+        .cloned();
+    let grant = registry
         .auth
-        .authorize(request.credentials.as_ref(), name, Action::Publish)
+        .authorize_publish(
+            request.credentials.as_ref(),
+            name,
+            bound.as_ref(),
+            repository.as_ref(),
+        )
         .await?;
+    let identity = grant.identity;
     let owned_name = name.clone();
     let verified = tokio::task::spawn_blocking(move || verify::verify_publish(&owned_name, body))
         .await
@@ -68,6 +81,11 @@ async fn publish(
     let version = verified.new.version.clone();
 
     let _guard = registry.store.lock(name).await;
+    if binding(registry, name)? != bound {
+        return Err(ApiError::conflict(format!(
+            "the GitHub repository of {name} changed during this publish: publish again"
+        )));
+    }
     let previous = registry
         .store
         .packument(name)
@@ -92,7 +110,11 @@ async fn publish(
         .put(name, &version, verified.tarball)
         .await
         .map_err(|e| ApiError::unavailable(format!("{e}; nothing was published")))?;
-    if let Err(e) = commit(registry, name, previous.as_ref(), &doc) {
+    let committed = registry
+        .store
+        .commit(name, previous.as_ref(), &doc, grant.binding.as_ref())
+        .map_err(|e| ApiError::internal(e.to_string()));
+    if let Err(e) = committed {
         crate::cmd::delete_tarballs(registry, name, std::slice::from_ref(&version)).await;
         return Err(e);
     }
@@ -106,10 +128,7 @@ async fn deprecate(
     name: &PackageName,
     body: Map<String, Value>,
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::Deprecate)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::Deprecate).await?;
     let Some(Value::Object(versions)) = body.get("versions") else {
         return Err(ApiError::bad_request("versions must be an object"));
     };

@@ -29,10 +29,7 @@ pub async fn get(
     name: &PackageName,
     file: &str,
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::Read)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::Read).await?;
     let not_found = || ApiError::not_found(format!("tarball {file} of {name} not found"));
     let version = name.version_of_tarball(file).ok_or_else(not_found)?;
     if !registry.store.has_version(name, &version) {
@@ -76,9 +73,6 @@ pub async fn delete(
     request: &Request,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::Unpublish)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::Unpublish).await?;
     Ok(json(StatusCode::OK, r#"{"ok":true}"#))
 }

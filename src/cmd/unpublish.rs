@@ -29,10 +29,7 @@ pub async fn remove_versions(
     rev: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::Unpublish)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::Unpublish).await?;
     let body = verify::json_object(body)?;
     verify::check_bound_to(&body, name)?;
     let Some(Value::Object(versions)) = body.get("versions") else {
@@ -62,10 +59,7 @@ pub async fn remove_package(
     name: &PackageName,
     rev: &str,
 ) -> Result<Response, ApiError> {
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, Action::Unpublish)
-        .await?;
+    crate::cmd::authorize(registry, request, name, Action::Unpublish).await?;
     let _guard = registry.store.lock(name).await;
     let previous = live_packument(registry, name)?;
     check_rev(&previous, rev)?;

@@ -1,5 +1,9 @@
-//! The user endpoints: `npm whoami` (`GET /-/whoami`) and `npm logout`
+//! The user endpoints: `npm whoami` (`GET /-/whoami`), `npm login
+//! --auth-type=legacy` (`PUT /-/user/org.couchdb.user:NAME`) and `npm logout`
 //! (`DELETE /-/user/token/TOKEN`).
+//!
+//! nmr issues no tokens of its own: the password given to `npm login` is a
+//! GitHub token, checked with `GET /user`, and handed back as the npm token.
 
 use http::StatusCode;
 use warp::reply::Response;
@@ -14,6 +18,42 @@ pub async fn whoami(registry: &Registry, request: &Request) -> Result<Response, 
     Ok(json(
         StatusCode::OK,
         serde_json::json!({ "username": identity.username }).to_string(),
+    ))
+}
+
+/// `PUT /-/user/org.couchdb.user:NAME` with `{"name", "password", ...}`:
+/// 201 `{"ok": true, "id", "token"}` where the token is the password itself
+/// once GitHub confirms it belongs to NAME (PROTOCOL.md §3.10). A wrong
+/// token is 401 with a message and no `WWW-Authenticate`, so npm prints it.
+pub async fn login(
+    registry: &Registry,
+    path_name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let body = crate::verify::json_object(body)?;
+    let name = body
+        .get("name")
+        .and_then(|v| v.as_str())
+        .unwrap_or(path_name);
+    if name != path_name {
+        return Err(ApiError::bad_request(format!(
+            "the body's name ({name}) does not match the URL's ({path_name})"
+        )));
+    }
+    let password = body
+        .get("password")
+        .and_then(|v| v.as_str())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::bad_request("a password (your GitHub token) is required"))?;
+    let identity = crate::auth::check_login(&registry.auth, name, password).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        serde_json::json!({
+            "ok": true,
+            "id": format!("org.couchdb.user:{}", identity.username),
+            "token": password,
+        })
+        .to_string(),
     ))
 }
 

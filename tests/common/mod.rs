@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod github;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -60,6 +62,7 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.args(&self.args)
             .env_remove("RUST_LOG")
+            .env("NMR_AUTH__TYPE", "none")
             .env("NMR_SERVER__HOST", "127.0.0.1")
             .env("NMR_SERVER__PORT", "0")
             .env("NMR_DB__PATH", self.db_path())
@@ -144,6 +147,15 @@ impl Server {
                 .max_redirects(0)
                 .build()
                 .into(),
+            token: None,
+        }
+    }
+
+    /// Like [`Server::http`], sending `Authorization: Bearer TOKEN`.
+    pub fn http_as(&self, token: &str) -> Http {
+        Http {
+            token: Some(token.to_string()),
+            ..self.http()
         }
     }
 }
@@ -188,6 +200,7 @@ impl Reply {
 pub struct Http {
     pub base: String,
     agent: ureq::Agent,
+    token: Option<String>,
 }
 
 impl Http {
@@ -195,8 +208,15 @@ impl Http {
         format!("{}{}", self.base, path.trim_start_matches('/'))
     }
 
+    fn auth(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
+    }
+
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         let mut req = self.agent.get(self.url(path));
+        if let Some(auth) = self.auth() {
+            req = req.header("authorization", auth);
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -204,9 +224,20 @@ impl Http {
     }
 
     pub fn put(&self, path: &str, body: &[u8]) -> Reply {
-        let req = self
+        let mut req = self
             .agent
             .put(self.url(path))
+            .header("content-type", "application/json");
+        if let Some(auth) = self.auth() {
+            req = req.header("authorization", auth);
+        }
+        finish(req.send(body))
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Reply {
+        let req = self
+            .agent
+            .post(self.url(path))
             .header("content-type", "application/json");
         finish(req.send(body))
     }
@@ -216,7 +247,11 @@ impl Http {
     }
 
     pub fn delete(&self, path: &str) -> Reply {
-        finish(self.agent.delete(self.url(path)).call())
+        let mut req = self.agent.delete(self.url(path));
+        if let Some(auth) = self.auth() {
+            req = req.header("authorization", auth);
+        }
+        finish(req.call())
     }
 }
 
@@ -349,8 +384,21 @@ impl Npm {
 
 /// Publishes `name@version` over HTTP as npm would (tarball built in-process).
 pub fn publish_http(http: &Http, name: &str, version: &str) -> Reply {
+    publish_with_repository(http, name, version, None)
+}
+
+/// [`publish_http`] with the manifest's `repository` set to `repository`.
+pub fn publish_with_repository(
+    http: &Http,
+    name: &str,
+    version: &str,
+    repository: Option<&str>,
+) -> Reply {
     let tgz = nmr::verify::testing::tarball(name, version);
-    let body = nmr::verify::testing::publish_body(name, version, "latest", &tgz);
+    let mut body = nmr::verify::testing::publish_body(name, version, "latest", &tgz);
+    if let Some(repository) = repository {
+        body["versions"][version]["repository"] = repository.into();
+    }
     http.put_json(&escape(name), &body)
 }
 
@@ -384,6 +432,37 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Serves `routes` on loopback `port` (0: any free one) from a thread of its
+/// own until the returned sender is dropped. Returns the port and the sender.
+pub fn serve_in_background<F>(routes: F, port: u16) -> (u16, tokio::sync::oneshot::Sender<()>)
+where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(async {
+                    let _ = rx.await;
+                })
+                .run()
+                .await;
+        });
+    });
+    (port_rx.recv().unwrap(), tx)
+}
+
 /// A stand-in for the upstream public registry: serves one unscoped package
 /// (`left-pad-lite@1.0.0`) and records every request it receives.
 pub struct Upstream {
@@ -398,65 +477,63 @@ impl Upstream {
     pub fn start() -> Upstream {
         use warp::Filter;
         let requests: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let recorded = requests.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let port = listener.local_addr().unwrap().port();
-                let base = format!("http://localhost:{port}");
-                let tgz = nmr::verify::testing::tarball_with(
-                    "left-pad-lite",
-                    "1.0.0",
-                    &[("index.js", b"module.exports = 'from upstream';\n".as_slice())],
-                );
-                let body = nmr::verify::testing::publish_body("left-pad-lite", "1.0.0", "latest", &tgz);
-                let mut manifest = body["versions"]["1.0.0"].clone();
-                manifest["dist"]["tarball"] =
-                    format!("{base}/left-pad-lite/-/left-pad-lite-1.0.0.tgz").into();
-                let packument = serde_json::json!({
-                    "_id": "left-pad-lite", "name": "left-pad-lite",
-                    "dist-tags": {"latest": "1.0.0"},
-                    "versions": {"1.0.0": manifest},
-                    "time": {"created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z", "1.0.0": "2026-01-01T00:00:00.000Z"},
-                })
-                .to_string();
-                let routes = warp::path::full()
-                    .and(warp::header::optional::<String>("authorization"))
-                    .map(move |path: warp::path::FullPath, auth: Option<String>| {
-                        recorded.lock().unwrap().push((path.as_str().to_string(), auth.is_some()));
-                        let (status, ctype, body) = match path.as_str() {
-                            "/left-pad-lite" => (200, "application/json", packument.clone().into_bytes()),
-                            "/left-pad-lite/-/left-pad-lite-1.0.0.tgz" => (200, "application/octet-stream", tgz.clone()),
-                            _ => (404, "application/json", br#"{"error":"not found"}"#.to_vec()),
-                        };
-                        http::Response::builder()
-                            .status(status)
-                            .header("content-type", ctype)
-                            .header("cache-control", "no-cache")
-                            .body(body)
-                            .unwrap()
-                    });
-                addr_tx.send(base).unwrap();
-                warp::serve(routes)
-                    .incoming(listener)
-                    .graceful(async {
-                        let _ = rx.await;
-                    })
-                    .run()
-                    .await;
+        // The port is needed inside the packument, before serving: reserve it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://localhost:{port}");
+        let tgz = nmr::verify::testing::tarball_with(
+            "left-pad-lite",
+            "1.0.0",
+            &[(
+                "index.js",
+                b"module.exports = 'from upstream';\n".as_slice(),
+            )],
+        );
+        let body = nmr::verify::testing::publish_body("left-pad-lite", "1.0.0", "latest", &tgz);
+        let mut manifest = body["versions"]["1.0.0"].clone();
+        manifest["dist"]["tarball"] =
+            format!("{base}/left-pad-lite/-/left-pad-lite-1.0.0.tgz").into();
+        let packument = serde_json::json!({
+            "_id": "left-pad-lite", "name": "left-pad-lite",
+            "dist-tags": {"latest": "1.0.0"},
+            "versions": {"1.0.0": manifest},
+            "time": {"created": "2026-01-01T00:00:00.000Z", "modified": "2026-01-01T00:00:00.000Z", "1.0.0": "2026-01-01T00:00:00.000Z"},
+        })
+        .to_string();
+        let routes = warp::path::full()
+            .and(warp::header::optional::<String>("authorization"))
+            .map(move |path: warp::path::FullPath, auth: Option<String>| {
+                recorded
+                    .lock()
+                    .unwrap()
+                    .push((path.as_str().to_string(), auth.is_some()));
+                let (status, ctype, body) = match path.as_str() {
+                    "/left-pad-lite" => (200, "application/json", packument.clone().into_bytes()),
+                    "/left-pad-lite/-/left-pad-lite-1.0.0.tgz" => {
+                        (200, "application/octet-stream", tgz.clone())
+                    }
+                    _ => (
+                        404,
+                        "application/json",
+                        br#"{"error":"not found"}"#.to_vec(),
+                    ),
+                };
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", ctype)
+                    .header("cache-control", "no-cache")
+                    .body(body)
+                    .unwrap()
             });
-        });
-        let url = addr_rx.recv().unwrap();
+        let (_, shutdown) = serve_in_background(routes, port);
         Upstream {
-            url: format!("{url}/"),
+            url: format!("{base}/"),
             requests,
-            _shutdown: tx,
+            _shutdown: shutdown,
         }
     }
 

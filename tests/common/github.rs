@@ -1,0 +1,297 @@
+//! A fake GitHub REST API for tests, answering the two endpoints nmr calls
+//! exactly as GitHub documents them:
+//!
+//! - `GET /user` ("Get the authenticated user"): 200 with the full user
+//!   object, or 401 `{"message": "Bad credentials"|"Requires authentication",
+//!   "documentation_url", "status": "401"}`.
+//! - `GET /repos/{owner}/{repo}` ("Get a repository"): 200 with the repository
+//!   object including `permissions` for the token's user, or 404
+//!   `{"message": "Not Found", ...}` when the user cannot see it.
+//!
+//! Every answer carries GitHub's rate-limit headers (`x-ratelimit-limit`,
+//! `-remaining`, `-reset`, `-used`, `-resource`). Modes simulate an outage
+//! (503) and an exhausted rate limit (403 with `x-ratelimit-remaining: 0`).
+//! Users, repos, collaborators and team grants come from a table; the fake
+//! counts the calls it receives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use warp::Filter;
+
+/// A repository permission level, lowest first, as GitHub orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Perm {
+    Pull,
+    Triage,
+    Push,
+    Maintain,
+    Admin,
+}
+
+/// How the fake answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Every call: 503.
+    Down,
+    /// Every call: 403 rate limit exceeded.
+    RateLimited,
+}
+
+struct Repo {
+    owner: String,
+    name: String,
+    private: bool,
+    /// login (lowercase) → permission as a collaborator.
+    collaborators: HashMap<String, Perm>,
+    /// (team members, permission granted to the team).
+    teams: Vec<(Vec<String>, Perm)>,
+}
+
+#[derive(Default)]
+struct State {
+    /// token → (login, id).
+    users: HashMap<String, (String, u64)>,
+    /// lowercase "owner/repo" → repo.
+    repos: HashMap<String, Repo>,
+    mode: Option<Mode>,
+    /// "GET /path" → count.
+    calls: HashMap<String, usize>,
+}
+
+/// The running fake.
+pub struct FakeGithub {
+    /// API base URL, e.g. `http://127.0.0.1:PORT`.
+    pub url: String,
+    state: Arc<Mutex<State>>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FakeGithub {
+    pub fn start() -> FakeGithub {
+        let state: Arc<Mutex<State>> = Arc::default();
+        let shared = state.clone();
+        let routes = warp::get()
+            .and(warp::path::full())
+            .and(warp::header::optional::<String>("authorization"))
+            .map(move |path: warp::path::FullPath, auth: Option<String>| {
+                answer(&mut shared.lock().unwrap(), path.as_str(), auth.as_deref())
+            });
+        let (port, shutdown) = super::serve_in_background(routes, 0);
+        FakeGithub {
+            url: format!("http://127.0.0.1:{port}"),
+            state,
+            _shutdown: shutdown,
+        }
+    }
+
+    /// Adds a user whose token is `token`.
+    pub fn user(&self, login: &str, token: &str) -> &Self {
+        let mut s = self.state.lock().unwrap();
+        let id = s.users.len() as u64 + 1000;
+        s.users.insert(token.into(), (login.into(), id));
+        self
+    }
+
+    /// Adds a repository.
+    pub fn repo(&self, owner: &str, name: &str, private: bool) -> &Self {
+        self.state.lock().unwrap().repos.insert(
+            format!("{owner}/{name}").to_lowercase(),
+            Repo {
+                owner: owner.into(),
+                name: name.into(),
+                private,
+                collaborators: HashMap::new(),
+                teams: Vec::new(),
+            },
+        );
+        self
+    }
+
+    /// Grants `login` `perm` on `owner/name` as a direct collaborator.
+    pub fn collaborator(&self, repo: &str, login: &str, perm: Perm) -> &Self {
+        let mut s = self.state.lock().unwrap();
+        s.repos
+            .get_mut(&repo.to_lowercase())
+            .expect("repo exists")
+            .collaborators
+            .insert(login.to_lowercase(), perm);
+        self
+    }
+
+    /// Grants every member of a team `perm` on `owner/name`.
+    pub fn team(&self, repo: &str, members: &[&str], perm: Perm) -> &Self {
+        let mut s = self.state.lock().unwrap();
+        s.repos
+            .get_mut(&repo.to_lowercase())
+            .expect("repo exists")
+            .teams
+            .push((members.iter().map(|m| m.to_lowercase()).collect(), perm));
+        self
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    /// How many `GET path` calls arrived.
+    pub fn calls(&self, path: &str) -> usize {
+        let s = self.state.lock().unwrap();
+        s.calls.get(&format!("GET {path}")).copied().unwrap_or(0)
+    }
+
+    /// All calls so far.
+    pub fn total_calls(&self) -> usize {
+        self.state.lock().unwrap().calls.values().sum()
+    }
+}
+
+type Reply = http::Response<Vec<u8>>;
+
+fn respond(status: u16, body: &Value, remaining: u32) -> Reply {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("x-github-media-type", "github.v3; format=json")
+        .header("x-ratelimit-limit", "5000")
+        .header("x-ratelimit-remaining", remaining.to_string())
+        .header("x-ratelimit-reset", "1893456000")
+        .header("x-ratelimit-used", (5000 - remaining).to_string())
+        .header("x-ratelimit-resource", "core")
+        .header("x-github-request-id", "0000:1111:2222:3333:4444")
+        .body(body.to_string().into_bytes())
+        .unwrap()
+}
+
+fn error(status: u16, message: &str, documentation_url: &str) -> Reply {
+    respond(
+        status,
+        &json!({"message": message, "documentation_url": documentation_url, "status": status.to_string()}),
+        4999,
+    )
+}
+
+fn answer(state: &mut State, path: &str, auth: Option<&str>) -> Reply {
+    *state.calls.entry(format!("GET {path}")).or_default() += 1;
+    match state.mode {
+        Some(Mode::Down) => {
+            return http::Response::builder()
+                .status(503)
+                .header("content-type", "text/html")
+                .body(b"<html><body>Unicorn! Service Unavailable</body></html>".to_vec())
+                .unwrap();
+        }
+        Some(Mode::RateLimited) => {
+            return respond(
+                403,
+                &json!({
+                    "message": "API rate limit exceeded for user ID 1000. If you reach out to GitHub Support for help, please include the request ID 0000:1111:2222:3333:4444.",
+                    "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+                    "status": "403"
+                }),
+                0,
+            );
+        }
+        _ => {}
+    }
+    let token = auth.and_then(|a| {
+        a.strip_prefix("Bearer ")
+            .or_else(|| a.strip_prefix("token "))
+    });
+    let Some(token) = token else {
+        return error(
+            401,
+            "Requires authentication",
+            "https://docs.github.com/rest/users/users#get-the-authenticated-user",
+        );
+    };
+    let Some((login, id)) = state.users.get(token).cloned() else {
+        return error(401, "Bad credentials", "https://docs.github.com/rest");
+    };
+    if path == "/user" {
+        return respond(200, &user_json(&login, id), 4999);
+    }
+    let Some(full) = path.strip_prefix("/repos/") else {
+        return error(404, "Not Found", "https://docs.github.com/rest");
+    };
+    let not_found = || {
+        error(
+            404,
+            "Not Found",
+            "https://docs.github.com/rest/repos/repos#get-a-repository",
+        )
+    };
+    let Some(repo) = state.repos.get(&full.to_lowercase()) else {
+        return not_found();
+    };
+    let lower = login.to_lowercase();
+    let mut perm = repo.collaborators.get(&lower).copied();
+    for (members, granted) in &repo.teams {
+        if members.contains(&lower) {
+            perm = perm.max(Some(*granted));
+        }
+    }
+    if repo.owner.eq_ignore_ascii_case(&login) {
+        perm = Some(Perm::Admin);
+    }
+    if !repo.private {
+        perm = perm.max(Some(Perm::Pull));
+    }
+    let Some(perm) = perm else {
+        return not_found();
+    };
+    respond(200, &repo_json(repo, perm), 4999)
+}
+
+fn user_json(login: &str, id: u64) -> Value {
+    json!({
+        "login": login, "id": id, "node_id": format!("U_{id}"),
+        "avatar_url": format!("https://avatars.githubusercontent.com/u/{id}?v=4"), "gravatar_id": "",
+        "url": format!("https://api.github.com/users/{login}"), "html_url": format!("https://github.com/{login}"),
+        "followers_url": format!("https://api.github.com/users/{login}/followers"),
+        "following_url": format!("https://api.github.com/users/{login}/following{{/other_user}}"),
+        "gists_url": format!("https://api.github.com/users/{login}/gists{{/gist_id}}"),
+        "starred_url": format!("https://api.github.com/users/{login}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("https://api.github.com/users/{login}/subscriptions"),
+        "organizations_url": format!("https://api.github.com/users/{login}/orgs"),
+        "repos_url": format!("https://api.github.com/users/{login}/repos"),
+        "events_url": format!("https://api.github.com/users/{login}/events{{/privacy}}"),
+        "received_events_url": format!("https://api.github.com/users/{login}/received_events"),
+        "type": "User", "user_view_type": "private", "site_admin": false,
+        "name": null, "company": null, "blog": "", "location": null, "email": null, "hireable": null,
+        "bio": null, "twitter_username": null, "public_repos": 1, "public_gists": 0,
+        "followers": 0, "following": 0,
+        "created_at": "2020-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+    })
+}
+
+fn repo_json(repo: &Repo, perm: Perm) -> Value {
+    let full = format!("{}/{}", repo.owner, repo.name);
+    json!({
+        "id": 4242, "node_id": "R_4242", "name": repo.name, "full_name": full,
+        "private": repo.private, "visibility": if repo.private { "private" } else { "public" },
+        "owner": {
+            "login": repo.owner, "id": 99, "node_id": "O_99",
+            "avatar_url": "https://avatars.githubusercontent.com/u/99?v=4", "gravatar_id": "",
+            "url": format!("https://api.github.com/users/{}", repo.owner),
+            "html_url": format!("https://github.com/{}", repo.owner),
+            "type": "Organization", "user_view_type": "public", "site_admin": false
+        },
+        "html_url": format!("https://github.com/{full}"), "description": null, "fork": false,
+        "url": format!("https://api.github.com/repos/{full}"),
+        "clone_url": format!("https://github.com/{full}.git"),
+        "git_url": format!("git://github.com/{full}.git"),
+        "ssh_url": format!("git@github.com:{full}.git"),
+        "default_branch": "main", "archived": false, "disabled": false,
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z", "pushed_at": "2026-01-01T00:00:00Z",
+        "permissions": {
+            "admin": perm >= Perm::Admin,
+            "maintain": perm >= Perm::Maintain,
+            "push": perm >= Perm::Push,
+            "triage": perm >= Perm::Triage,
+            "pull": true
+        }
+    })
+}
