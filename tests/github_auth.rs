@@ -397,3 +397,33 @@ fn npm_login_legacy_checks_the_github_token() {
             .contains("ghp_frank_token_0005")
     );
 }
+
+#[test]
+fn github_unreachable_fails_closed() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = format!("http://127.0.0.1:{closed}");
+    let server = Server::start(&[
+        ("NMR_AUTH__TYPE", "github"),
+        ("NMR_AUTH__GITHUB__API_URL", &api),
+        ("NMR_AUTH__GITHUB__TIMEOUT", "2"),
+    ]);
+    let reply = server.http_as(ALICE).get(&escape("@acme/widget"), &[]);
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply.error().contains("GitHub could not be asked"),
+        "{}",
+        reply.error()
+    );
+    let reply = publish_with_repository(
+        &server.http_as(ALICE),
+        "@acme/widget",
+        "1.0.0",
+        Some("acme/widget"),
+    );
+    assert_eq!(reply.status, 503);
+    assert!(snapshot(&server.storage_path()).is_empty());
+}
