@@ -90,6 +90,8 @@ pub struct DbConfig {
 pub enum StorageType {
     /// Files under `storage.local.path`.
     Local,
+    /// Objects in the S3 bucket of `[storage.s3]`.
+    S3,
 }
 
 /// `[storage]`.
@@ -99,6 +101,27 @@ pub struct StorageConfig {
     #[serde(rename = "type")]
     pub kind: StorageType,
     pub local: LocalStorageConfig,
+    pub s3: S3Config,
+}
+
+/// `[storage.s3]`: the bucket tarballs live in (see `config/nmr.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    pub region: String,
+    /// Empty for AWS, else the store's base URL.
+    pub endpoint: String,
+    pub force_path_style: bool,
+    /// Key prefix (checked by `storage::s3::normalise_prefix`).
+    pub prefix: String,
+    /// Empty: the AWS environment / credential chain.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Whether downloads are 302s to presigned URLs.
+    pub redirect: bool,
+    /// Lifetime of a presigned URL, in seconds.
+    pub expires: u64,
 }
 
 /// `[storage.local]`.
@@ -201,6 +224,16 @@ impl Config {
                 "auth.github.host: {host:?} must be a bare host name such as github.com"
             )));
         }
+        if !self.storage.s3.endpoint.is_empty() {
+            parse_base_url(&self.storage.s3.endpoint)
+                .map_err(|e| ConfigError(format!("storage.s3.endpoint: {e}")))?;
+        }
+        if self.storage.s3.expires == 0 || self.storage.s3.expires > 7 * 24 * 3600 {
+            return Err(ConfigError(
+                "storage.s3.expires: must be 1 to 604800 seconds (S3's limit for presigned URLs)"
+                    .into(),
+            ));
+        }
         if self.auth.github.timeout == 0 {
             return Err(ConfigError("auth.github.timeout: must be above 0".into()));
         }
@@ -281,6 +314,9 @@ mod tests {
         assert_eq!(c.auth.github.host, "github.com");
         assert_eq!(c.auth.github.cache_ttl, 300);
         assert_eq!(c.auth.github.timeout, 10);
+        assert_eq!(c.storage.kind, StorageType::Local);
+        assert!(!c.storage.s3.redirect);
+        assert_eq!(c.storage.s3.expires, 60);
     }
 
     #[test]
@@ -293,6 +329,9 @@ mod tests {
                 ("NMR_UPSTREAM__URL", "http://upstream.test/"),
                 ("NMR_SETTINGS__ALLOW_PREVIOUS_VERSION", "true"),
                 ("NMR_STORAGE__LOCAL__PATH", "/tmp/s"),
+                ("NMR_STORAGE__TYPE", "s3"),
+                ("NMR_STORAGE__S3__BUCKET", "tarballs"),
+                ("NMR_STORAGE__S3__FORCE_PATH_STYLE", "true"),
                 ("OTHER", "ignored"),
             ]),
         )
@@ -302,6 +341,9 @@ mod tests {
         assert_eq!(c.upstream.url, "http://upstream.test/");
         assert!(c.settings.allow_previous_version);
         assert_eq!(c.storage.local.path, PathBuf::from("/tmp/s"));
+        assert_eq!(c.storage.kind, StorageType::S3);
+        assert_eq!(c.storage.s3.bucket, "tarballs");
+        assert!(c.storage.s3.force_path_style);
     }
 
     #[test]

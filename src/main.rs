@@ -15,6 +15,17 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
+/// `logger.level` as an env_logger filter: a bare level (`info`) applies to
+/// nmr's own log while other crates log warnings and errors only; a full
+/// filter (`nmr=debug,warp=info`) is taken as written.
+fn log_filter(level: &str) -> String {
+    if level.contains('=') || level.contains(',') {
+        level.to_string()
+    } else {
+        format!("warn,nmr={level}")
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match nmr::config::Config::load(cli.config.as_deref()) {
@@ -24,7 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.logger.level.clone());
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| log_filter(&config.logger.level));
     env_logger::Builder::new().parse_filters(&filter).init();
 
     // Blocking threads serve file reads; a bound keeps memory flat under load.

@@ -19,13 +19,15 @@ use crate::store::Store;
 #[error("{0}")]
 pub struct StartupError(pub String);
 
-/// Builds the registry for `config`, listening on `listener`.
-pub fn build(config: Config, bound: SocketAddr) -> Result<Registry, StartupError> {
+/// Builds the registry for `config`, reachable at `bound`.
+pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, StartupError> {
     let public_url = config.public_url(bound);
     let path_prefix = parse_base_url(&public_url).map_err(StartupError)?;
     let store = Store::open(&config.db.path, &public_url)
         .map_err(|e| StartupError(format!("db.path: {e}")))?;
-    let storage = Storage::from_config(&config.storage).map_err(|e| StartupError(e.to_string()))?;
+    let storage = Storage::from_config(&config.storage)
+        .await
+        .map_err(|e| StartupError(e.to_string()))?;
     let auth = Auth::from_config(&config.auth).map_err(StartupError)?;
     Ok(Registry {
         config,
@@ -49,7 +51,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let bound = listener
         .local_addr()
         .map_err(|e| StartupError(format!("cannot read the bound address: {e}")))?;
-    let registry = Arc::new(build(config, bound)?);
+    let registry = Arc::new(build(config, bound).await?);
     println!(
         "nmr listening on http://{bound} (public URL {})",
         registry.public_url

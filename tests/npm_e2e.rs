@@ -1,10 +1,50 @@
 //! End to end with the real npm client against the real nmr binary:
 //! publish, install, view, dist-tag, deprecate, unpublish, restart, and the
 //! redirect of unscoped packages to the upstream registry.
+//!
+//! The scenarios that touch tarballs run on every storage backend: local
+//! disk, S3 streamed by nmr, and S3 through presigned redirects.
 
 mod common;
 
-use common::{Npm, Server, Upstream};
+use common::{Backend, Npm, Server, Upstream};
+
+/// Runs each named scenario `fn(Backend)` as three tests: `local`, `s3` and
+/// `s3_redirect`.
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+            #[test]
+            fn local() {
+                super::$scenario(Backend::Local)
+            }
+            #[test]
+            fn s3() {
+                super::$scenario(Backend::S3)
+            }
+            #[test]
+            fn s3_redirect() {
+                super::$scenario(Backend::S3Redirect)
+            }
+        }
+    )*};
+}
+
+on_every_backend!(
+    publish_install_view_and_dist_tags,
+    deprecate_and_unpublish,
+    restart_keeps_everything
+);
+
+/// The status a tarball download answers on `backend`.
+fn tarball_status(backend: Backend) -> u16 {
+    if backend == Backend::S3Redirect {
+        302
+    } else {
+        200
+    }
+}
 use serde_json::{Value, json};
 
 fn read(path: &std::path::Path) -> String {
@@ -32,9 +72,8 @@ fn publish_fixture(npm: &Npm) {
     }
 }
 
-#[test]
-fn publish_install_view_and_dist_tags() {
-    let server = Server::start(&[]);
+fn publish_install_view_and_dist_tags(backend: Backend) {
+    let server = Server::start_on(backend, &[]);
     let publisher = Npm::new(&server.url, Some("publisher-token"));
     publish_fixture(&publisher);
 
@@ -52,12 +91,12 @@ fn publish_install_view_and_dist_tags() {
         lock["packages"]["node_modules/@acme/widget"]["resolved"],
         format!("{}@acme/widget/-/widget-1.1.0.tgz", server.url)
     );
-    assert!(
-        server
-            .log()
-            .contains("GET /@acme/widget/-/widget-1.1.0.tgz 200"),
-        "tarball was downloaded"
+    let downloaded = format!(
+        "GET /@acme/widget/-/widget-1.1.0.tgz {}",
+        tarball_status(backend)
     );
+    let log = server.log();
+    assert!(log.contains(&downloaded), "tarball was downloaded:\n{log}");
 
     let view = client.ok(&app, &["view", "@acme/widget", "--json"]);
     let view: Value = serde_json::from_str(&view.stdout).unwrap();
@@ -123,9 +162,8 @@ fn publish_install_view_and_dist_tags() {
     );
 }
 
-#[test]
-fn deprecate_and_unpublish() {
-    let server = Server::start(&[]);
+fn deprecate_and_unpublish(backend: Backend) {
+    let server = Server::start_on(backend, &[]);
     let npm = Npm::new(&server.url, Some("token"));
     publish_fixture(&npm);
     let app = npm.project("app");
@@ -191,9 +229,8 @@ fn deprecate_and_unpublish() {
     npm.ok(&app, &["view", "@acme/base", "version"]);
 }
 
-#[test]
-fn restart_keeps_everything() {
-    let mut server = Server::start(&[]);
+fn restart_keeps_everything(backend: Backend) {
+    let mut server = Server::start_on(backend, &[]);
     let npm = Npm::new(&server.url, Some("token"));
     publish_fixture(&npm);
     let old_url = server.url.clone();

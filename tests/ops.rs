@@ -116,7 +116,8 @@ fn sigterm_finishes_and_closes_the_database() {
 
 #[test]
 fn tokens_never_reach_the_log() {
-    let server = Server::start(&[("NMR_LOGGER__LEVEL", "trace")]);
+    // Every crate at trace level, not only nmr.
+    let server = Server::start(&[("NMR_LOGGER__LEVEL", "trace,nmr=trace")]);
     let http = server.http();
     let token = "npm_SECRETtoken1234567890";
     http.get("-/whoami", &[("authorization", &format!("Bearer {token}"))]);

@@ -79,6 +79,7 @@ async fn publish(
         .await
         .map_err(|e| ApiError::internal(format!("publish verification failed: {e}")))??;
     let version = verified.new.version.clone();
+    let integrity = verified.new.dist.integrity.clone();
 
     let _guard = registry.store.lock(name).await;
     if binding(registry, name)? != bound {
@@ -107,7 +108,7 @@ async fn publish(
     };
     registry
         .storage
-        .put(name, &version, verified.tarball)
+        .put(name, &version, verified.tarball, &integrity)
         .await
         .map_err(|e| ApiError::unavailable(format!("{e}; nothing was published")))?;
     let committed = registry

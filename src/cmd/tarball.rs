@@ -3,7 +3,9 @@
 //!
 //! A tarball is served only when the file name is this package's and its
 //! version is live in the packument (one LevelDB lookup), then streamed from
-//! storage. Tarballs are immutable, so clients may keep them for a year;
+//! storage, or, for S3 with `storage.s3.redirect`, answered with a 302 to a
+//! presigned URL (after the same authorization; `Cache-Control: no-store`, as
+//! the URL expires). Tarballs are immutable, so clients may keep them for a year;
 //! without `public`, a shared cache keeps one only for requests that carried
 //! no credentials, so a private package's bytes never land in a proxy that
 //! would hand them to others.
@@ -18,6 +20,7 @@ use crate::error::ApiError;
 use crate::http::{Request, json};
 use crate::name::PackageName;
 use crate::registry::Registry;
+use crate::storage::Fetched;
 
 /// `Cache-Control` of tarballs: immutable content.
 const TARBALL_CACHE_CONTROL: &str = "max-age=31536000, immutable";
@@ -35,7 +38,7 @@ pub async fn get(
     if !registry.store.has_version(name, &version) {
         return Err(not_found());
     }
-    let download = registry
+    let fetched = registry
         .storage
         .get(name, &version)
         .await
@@ -46,6 +49,17 @@ pub async fn get(
             );
             not_found()
         })?;
+    let download = match fetched {
+        Fetched::Stream(download) => download,
+        Fetched::Redirect(url) => {
+            let mut response = json(StatusCode::FOUND, "{}");
+            let location = HeaderValue::from_str(&url)
+                .map_err(|_| ApiError::internal("the presigned URL is not a valid header"))?;
+            response.headers_mut().insert(header::LOCATION, location);
+            // The URL expires: json() already says no-store.
+            return Ok(response);
+        }
+    };
     let mut response = warp::reply::stream(download.body).into_response();
     let h = response.headers_mut();
     h.insert(

@@ -14,6 +14,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Where a test server keeps tarballs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `storage.type = "local"`.
+    Local,
+    /// `storage.type = "s3"` against a real s3s-fs server, nmr streaming.
+    S3,
+    /// S3 with `storage.s3.redirect = true` (presigned 302s).
+    S3Redirect,
+}
+
 /// A running `nmr` process. Killed on drop.
 pub struct Server {
     pub url: String,
@@ -22,6 +33,8 @@ pub struct Server {
     child: Option<Child>,
     stderr: Arc<Mutex<String>>,
     args: Vec<String>,
+    /// The S3 server of an S3 backend.
+    pub s3: Option<S3Server>,
 }
 
 impl Server {
@@ -33,6 +46,23 @@ impl Server {
 
     /// Like [`Server::start`], with command-line `args` (e.g. `--config F`).
     pub fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch(args, env, None)
+    }
+
+    /// Like [`Server::start`], with tarballs in `backend`.
+    pub fn start_on(backend: Backend, env: &[(&str, &str)]) -> Server {
+        if backend == Backend::Local {
+            return Self::start(env);
+        }
+        let s3 = S3Server::start();
+        let mut all = s3.env(backend == Backend::S3Redirect);
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let borrowed: Vec<(&str, &str)> =
+            all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::launch(&[], &borrowed, Some(s3))
+    }
+
+    fn launch(args: &[&str], env: &[(&str, &str)], s3: Option<S3Server>) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Server {
             url: String::new(),
@@ -44,6 +74,7 @@ impl Server {
             child: None,
             stderr: Arc::new(Mutex::new(String::new())),
             args: args.iter().map(|s| s.to_string()).collect(),
+            s3,
         };
         server.spawn();
         server
@@ -53,8 +84,13 @@ impl Server {
         self.dir.path().join("db")
     }
 
+    /// Where tarball files appear: the local storage root, or the S3
+    /// server's directory for the bucket and prefix.
     pub fn storage_path(&self) -> PathBuf {
-        self.dir.path().join("storage")
+        match &self.s3 {
+            Some(s3) => s3.objects(),
+            None => self.dir.path().join("storage"),
+        }
     }
 
     fn spawn(&mut self) {
@@ -166,6 +202,90 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A real S3-compatible server (s3s-fs, which checks request signatures) on
+/// a free loopback port with a temporary root and a bucket `tarballs`.
+pub struct S3Server {
+    /// `http://localhost:PORT`: another host name than nmr's 127.0.0.1, so
+    /// npm drops its credentials when redirected there.
+    pub endpoint: String,
+    pub root: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl S3Server {
+    pub const BUCKET: &'static str = "tarballs";
+    pub const PREFIX: &'static str = "npm";
+
+    pub fn start() -> S3Server {
+        let root = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(root.path().join(Self::BUCKET)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "testkey", "--secret-key", "testsecret"])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "s3s-fs must be installed: cargo install s3s-fs@0.14.1 --features binary --locked",
+            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        S3Server {
+            endpoint: format!("http://localhost:{port}"),
+            root,
+            child: Some(child),
+        }
+    }
+
+    /// The `NMR_STORAGE__*` settings for this server.
+    pub fn env(&self, redirect: bool) -> Vec<(String, String)> {
+        [
+            ("NMR_STORAGE__TYPE", "s3"),
+            ("NMR_STORAGE__S3__BUCKET", Self::BUCKET),
+            ("NMR_STORAGE__S3__ENDPOINT", &self.endpoint),
+            ("NMR_STORAGE__S3__FORCE_PATH_STYLE", "true"),
+            ("NMR_STORAGE__S3__PREFIX", Self::PREFIX),
+            ("NMR_STORAGE__S3__ACCESS_KEY_ID", "testkey"),
+            ("NMR_STORAGE__S3__SECRET_ACCESS_KEY", "testsecret"),
+            (
+                "NMR_STORAGE__S3__REDIRECT",
+                if redirect { "true" } else { "false" },
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// The directory holding the objects under the bucket and prefix.
+    pub fn objects(&self) -> PathBuf {
+        self.root.path().join(Self::BUCKET).join(Self::PREFIX)
+    }
+
+    /// Stops the server (S3 is down from then on).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -1,89 +1,16 @@
-//! Tarball storage: where the bytes of each published version live.
-//!
-//! Tarballs are keyed by validated name and version only, in npm's own layout:
-//! `{root}/@scope/name/-/name-1.0.0.tgz`. A write is atomic and durable: the
-//! bytes go to a temporary file in the same directory, are fsynced, renamed
-//! into place, and the directory is fsynced, all before the caller commits the
-//! metadata that names the tarball. Reads stream from disk in 64 KiB chunks,
-//! never loading a whole tarball into memory.
+//! Tarballs as files on local disk, in npm's layout under a root directory:
+//! `{root}/@scope/name/-/name-1.0.0.tgz`. A write goes to a temporary file in
+//! the same directory, is fsynced, renamed into place, and the directory is
+//! fsynced. Reads stream the file in 64 KiB chunks.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use futures_util::Stream;
 
-use crate::config::{StorageConfig, StorageType};
+use super::{Download, Fetched, READ_CHUNK, StorageError};
 use crate::name::{PackageName, Version};
-
-/// Chunk size of streamed tarball reads.
-const READ_CHUNK: usize = 64 * 1024;
-
-/// A tarball body being streamed to a client.
-pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + Sync>>;
-
-/// A tarball ready to send: its length in bytes and its bytes as a stream.
-pub struct Download {
-    pub length: u64,
-    pub body: ByteStream,
-}
-
-/// A storage failure; the message names the backend and the operation.
-#[derive(Debug, thiserror::Error)]
-#[error("tarball storage ({backend}): {message}")]
-pub struct StorageError {
-    pub backend: String,
-    pub message: String,
-}
-
-/// The configured tarball backend.
-pub enum Storage {
-    /// Files under a root directory.
-    Local(LocalStorage),
-}
-
-impl Storage {
-    /// Builds the backend `config` names and checks it is usable (the local
-    /// root is created and must be writable).
-    pub fn from_config(config: &StorageConfig) -> Result<Storage, StorageError> {
-        match config.kind {
-            StorageType::Local => Ok(Storage::Local(LocalStorage::open(&config.local.path)?)),
-        }
-    }
-
-    /// Stores `tarball` as `name@version`, durably, replacing nothing that is
-    /// live (callers only write versions the packument does not hold).
-    pub async fn put(
-        &self,
-        name: &PackageName,
-        version: &Version,
-        tarball: Bytes,
-    ) -> Result<(), StorageError> {
-        match self {
-            Storage::Local(local) => local.put(name, version, tarball).await,
-        }
-    }
-
-    /// Opens `name@version` for streaming; `None` when it is not stored.
-    pub async fn get(
-        &self,
-        name: &PackageName,
-        version: &Version,
-    ) -> Result<Option<Download>, StorageError> {
-        match self {
-            Storage::Local(local) => local.get(name, version).await,
-        }
-    }
-
-    /// Deletes `name@version`; deleting an absent tarball succeeds.
-    pub async fn delete(&self, name: &PackageName, version: &Version) -> Result<(), StorageError> {
-        match self {
-            Storage::Local(local) => local.delete(name, version).await,
-        }
-    }
-}
 
 /// Tarballs as files under `root`.
 pub struct LocalStorage {
@@ -139,7 +66,7 @@ impl LocalStorage {
         }
     }
 
-    async fn put(
+    pub(super) async fn put(
         &self,
         name: &PackageName,
         version: &Version,
@@ -154,11 +81,11 @@ impl LocalStorage {
         }
     }
 
-    async fn get(
+    pub(super) async fn get(
         &self,
         name: &PackageName,
         version: &Version,
-    ) -> Result<Option<Download>, StorageError> {
+    ) -> Result<Option<Fetched>, StorageError> {
         let path = self.path(name, version);
         let file = match tokio::fs::File::open(&path).await {
             Ok(file) => file,
@@ -171,13 +98,17 @@ impl LocalStorage {
             .map_err(|e| self.error(format!("cannot stat {name}@{version}: {e}")))?
             .len();
         let body = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK);
-        Ok(Some(Download {
+        Ok(Some(Fetched::Stream(Download {
             length,
             body: Box::pin(body),
-        }))
+        })))
     }
 
-    async fn delete(&self, name: &PackageName, version: &Version) -> Result<(), StorageError> {
+    pub(super) async fn delete(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<(), StorageError> {
         match tokio::fs::remove_file(self.path(name, version)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -224,7 +155,9 @@ mod tests {
         let data = Bytes::from(vec![7u8; 600 * 1024]);
         storage.put(&name, &v, data.clone()).await.unwrap();
         assert!(dir.path().join("@acme/widget/-/widget-1.0.0.tgz").is_file());
-        let download = storage.get(&name, &v).await.unwrap().unwrap();
+        let Some(Fetched::Stream(download)) = storage.get(&name, &v).await.unwrap() else {
+            panic!("a local tarball is streamed")
+        };
         assert_eq!(download.length, data.len() as u64);
         let chunks: Vec<Bytes> = download.body.map(|c| c.unwrap()).collect().await;
         assert!(chunks.len() > 1, "streamed in chunks");
