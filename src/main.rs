@@ -1,4 +1,6 @@
-//! The `nmr` binary: `nmr [--config FILE]` serves the registry.
+//! The `nmr` binary: `nmr [--config FILE]` serves the registry;
+//! `nmr [--config FILE] healthcheck` asks a running one for `/-/ping` (the
+//! container health check: the image has no curl).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +13,17 @@ use clap::Parser;
 struct Cli {
     /// TOML file layered over the built-in defaults (config/nmr.toml);
     /// NMR_* environment variables override both.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Exit 0 if the nmr configured here answers GET /-/ping with 200 on
+    /// 127.0.0.1, else 1.
+    Healthcheck,
 }
 
 /// `logger.level` as an env_logger filter: a bare level (`info`) applies to
@@ -35,6 +46,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Healthcheck) = cli.command {
+        return match nmr::server::healthcheck(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("nmr healthcheck: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| log_filter(&config.logger.level));
     env_logger::Builder::new().parse_filters(&filter).init();
 

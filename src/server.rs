@@ -95,6 +95,35 @@ async fn listen(addr: &str) -> std::io::Result<TcpListener> {
     Err(last_error.unwrap_or_else(|| std::io::Error::other("the host resolves to no address")))
 }
 
+/// Asks the nmr that `config` describes for `GET {prefix}-/ping` on the
+/// loopback address of its port (with a 5 s timeout): `Ok` on 200.
+pub fn healthcheck(config: &Config) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.server.port));
+    let prefix = parse_base_url(&config.public_url(addr))?;
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream.set_read_timeout(Some(timeout)).ok();
+    write!(
+        stream,
+        "GET {prefix}-/ping HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+    )
+    .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+    let mut response = String::new();
+    stream
+        .take(4096)
+        .read_to_string(&mut response)
+        .map_err(|e| format!("no answer from {addr}: {e}"))?;
+    match response.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        other => Err(format!(
+            "GET {prefix}-/ping answered {}",
+            other.unwrap_or("nothing")
+        )),
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

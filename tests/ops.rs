@@ -181,3 +181,32 @@ fn an_acknowledged_publish_is_on_disk() {
     );
     assert!(fdatasyncs >= 1, "LevelDB log fdatasync expected:\n{text}");
 }
+
+#[test]
+fn healthcheck_reports_whether_the_server_answers() {
+    let server = Server::start(&[]);
+    let port = server
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let check = |port: &str| {
+        Command::new(env!("CARGO_BIN_EXE_nmr"))
+            .arg("healthcheck")
+            .env("NMR_SERVER__PORT", port)
+            .output()
+            .unwrap()
+    };
+    let up = check(&port);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    drop(server);
+    let down = check(&port);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("cannot connect"));
+}
