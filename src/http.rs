@@ -69,7 +69,13 @@ async fn handle(
                 credentials: Credentials::from_headers(&headers),
                 headers,
             };
-            dispatch(&registry, request, body).await
+            // Bodies are read before any answer, so an early error leaves the
+            // connection usable for the client's next request.
+            let limit = registry.config.server.max_body_size;
+            match read_body(&request.headers, body, limit).await {
+                Ok(body) => dispatch(&registry, request, body).await,
+                Err(e) => Err(e),
+            }
         }
         _ => Err(ApiError::not_found(format!(
             "not found: this registry is served under {}",
@@ -105,9 +111,8 @@ pub fn loggable_path(path: &str) -> String {
 async fn dispatch(
     registry: &Registry,
     request: Request,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
-    let limit = registry.config.server.max_body_size;
     let route = route::parse(&request.path);
     let method = request.method.clone();
     let is_read = method == Method::GET || method == Method::HEAD;
@@ -116,7 +121,6 @@ async fn dispatch(
         Route::Whoami if is_read => cmd::user::whoami(registry, &request).await,
         Route::Logout if method == Method::DELETE => cmd::user::logout(),
         Route::User(name) if method == Method::PUT => {
-            let body = read_body(&request.headers, body, limit).await?;
             cmd::user::login(registry, &name, &body).await
         }
         Route::WebLogin => Err(ApiError::not_found(
@@ -126,7 +130,6 @@ async fn dispatch(
         Route::DistTags { name, tag } => match (method, tag) {
             (Method::GET, None) => cmd::dist_tags::list(registry, &request, &name).await,
             (Method::PUT, Some(tag)) => {
-                let body = read_body(&request.headers, body, limit).await?;
                 cmd::dist_tags::add(registry, &request, &name, &tag, &body).await
             }
             (Method::DELETE, Some(tag)) => {
@@ -139,14 +142,12 @@ async fn dispatch(
                 cmd::packument::get(registry, &request, &name).await
             }
             (Target::Document, Method::PUT) => {
-                let body = read_body(&request.headers, body, limit).await?;
                 cmd::publish::put(registry, &request, &name, body).await
             }
             (Target::Version(spec), m) if is_read_method(&m) => {
                 cmd::packument::get_version(registry, &request, &name, &spec).await
             }
             (Target::Rev(rev), Method::PUT) => {
-                let body = read_body(&request.headers, body, limit).await?;
                 cmd::unpublish::remove_versions(registry, &request, &name, &rev, &body).await
             }
             (Target::Rev(rev), Method::DELETE) => {

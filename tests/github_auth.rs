@@ -84,40 +84,35 @@ fn permissions_follow_the_repository_for_every_npm_command() {
             .join("node_modules/@acme/widget/index.js")
             .is_file()
     );
-    let out = carol.run(
+    carol.fails(
         &carol.package("@acme/widget", "1.2.0", "x", repo.clone()),
         &["publish"],
+        "needs push permission on the GitHub repository acme/widget",
     );
-    assert!(!out.success);
-    assert!(
-        out.all()
-            .contains("needs push permission on the GitHub repository acme/widget"),
-        "{}",
-        out.all()
-    );
-    let out = carol.run(
+    carol.fails(
         &carol_app,
         &["dist-tag", "add", "@acme/widget@1.1.0", "beta"],
+        "needs push permission",
     );
-    assert!(!out.success);
-    assert!(out.all().contains("needs push permission"), "{}", out.all());
 
     // Outsider: the package does not exist for them.
-    let out = dave.run(&dave.project("dave-app"), &["install", "@acme/widget"]);
-    assert!(!out.success);
-    assert!(out.all().contains("E404"), "{}", out.all());
+    dave.fails(
+        &dave.project("dave-app"),
+        &["install", "@acme/widget"],
+        "E404",
+    );
     // No token at all: 401.
-    let out = anonymous.run(&anonymous.project("anon-app"), &["install", "@acme/widget"]);
-    assert!(!out.success);
-    assert!(out.all().contains("E401"), "{}", out.all());
+    anonymous.fails(
+        &anonymous.project("anon-app"),
+        &["install", "@acme/widget"],
+        "E401",
+    );
 
     // Only an admin unpublishes.
-    let out = bob.run(&app, &["unpublish", "@acme/widget@1.0.0"]);
-    assert!(!out.success);
-    assert!(
-        out.all().contains("needs admin permission"),
-        "{}",
-        out.all()
+    bob.fails(
+        &app,
+        &["unpublish", "@acme/widget@1.0.0"],
+        "needs admin permission",
     );
     alice.ok(&app, &["unpublish", "@acme/widget@1.0.0"]);
     let versions = alice.ok(&app, &["view", "@acme/widget", "versions", "--json"]);
@@ -135,40 +130,25 @@ fn publishes_must_name_a_repository_of_the_scope_owner() {
     let gh = github();
     let server = server(&gh, &[]);
     let alice = Npm::new(&server.url, Some(ALICE));
-    let out = alice.run(
+    let out = alice.fails(
         &alice.package("@acme/norepo", "1.0.0", "x", json!({})),
         &["publish"],
-    );
-    assert!(!out.success);
-    assert!(
-        out.all().contains("package.json has no repository"),
-        "{}",
-        out.all()
+        "package.json has no repository",
     );
     assert!(out.all().contains("github:acme/REPO"), "{}", out.all());
 
     let mismatch = json!({"repository": "github:other/thing"});
-    let out = alice.run(
+    alice.fails(
         &alice.package("@acme/mismatch", "1.0.0", "x", mismatch),
         &["publish"],
-    );
-    assert!(!out.success);
-    assert!(
-        out.all().contains("must equal the repository owner"),
-        "{}",
-        out.all()
+        "must equal the repository owner",
     );
 
     let gitlab = json!({"repository": "https://gitlab.com/acme/widget"});
-    let out = alice.run(
+    alice.fails(
         &alice.package("@acme/gitlab", "1.0.0", "x", gitlab),
         &["publish"],
-    );
-    assert!(!out.success);
-    assert!(
-        out.all().contains("is not a repository on github.com"),
-        "{}",
-        out.all()
+        "is not a repository on github.com",
     );
     assert!(
         snapshot(&server.storage_path()).is_empty(),

@@ -148,17 +148,10 @@ fn publish_install_view_and_dist_tags(backend: Backend) {
     assert!(read(&app2.join("node_modules/@acme/widget/index.js")).contains("widget-1.0.0"));
 
     // A duplicate publish is refused with the registry's message.
-    let again = publisher.run(
+    publisher.fails(
         &publisher.package("@acme/widget", "1.1.0", "evil", json!({})),
         &["publish", "--force"],
-    );
-    assert!(!again.success);
-    assert!(
-        again
-            .all()
-            .contains("cannot publish over the previously published version 1.1.0"),
-        "{}",
-        again.all()
+        "cannot publish over the previously published version 1.1.0",
     );
 }
 
@@ -207,18 +200,15 @@ fn deprecate_and_unpublish(backend: Backend) {
     assert_eq!(get.status, 404);
 
     // The number of an unpublished version is never reused.
-    let again = npm.run(
+    npm.fails(
         &npm.package("@acme/widget", "1.0.0", "again", json!({})),
         &["publish", "--tag", "old"],
+        "was unpublished",
     );
-    assert!(!again.success);
-    assert!(again.all().contains("was unpublished"), "{}", again.all());
 
     let out = npm.ok(&app, &["unpublish", "@acme/widget", "--force"]);
     assert!(out.stdout.contains("- @acme/widget"), "{}", out.all());
-    let view = npm.run(&app, &["view", "@acme/widget"]);
-    assert!(!view.success);
-    assert!(view.all().contains("E404"), "{}", view.all());
+    npm.fails(&app, &["view", "@acme/widget"], "E404");
     assert!(
         !server
             .storage_path()
@@ -290,9 +280,7 @@ fn unscoped_packages_redirect_upstream_without_credentials() {
 
     // Writes to unscoped names are refused, with npm showing why.
     let dir = npm.package("left-pad-lite", "2.0.0", "mine", json!({}));
-    let out = npm.run(&dir, &["publish"]);
-    assert!(!out.success);
-    assert!(out.all().contains("only scoped packages"), "{}", out.all());
+    npm.fails(&dir, &["publish"], "only scoped packages");
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub mod unpublish;
 pub mod upstream;
 pub mod user;
 
-use crate::auth::{Action, Identity};
+use crate::auth::{Action, Auth, Identity};
 use crate::error::ApiError;
 use crate::github::Repo;
 use crate::http::Request;
@@ -83,7 +83,11 @@ pub async fn authorize(
     name: &PackageName,
     action: Action,
 ) -> Result<Identity, ApiError> {
-    let binding = binding(registry, name)?;
+    // Only GitHub authorization looks at the binding: skip the lookup otherwise.
+    let binding = match registry.auth {
+        Auth::None => None,
+        Auth::Github(_) => binding(registry, name)?,
+    };
     registry
         .auth
         .authorize(request.credentials.as_ref(), name, binding.as_ref(), action)

@@ -460,6 +460,19 @@ impl Npm {
         out
     }
 
+    /// Runs npm, checks that it fails and prints `needle` (the registry's
+    /// error as npm shows it), and returns the output.
+    pub fn fails(&self, cwd: &Path, args: &[&str], needle: &str) -> NpmOutput {
+        let out = self.run(cwd, args);
+        assert!(!out.success, "npm {args:?} succeeded:\n{}", out.all());
+        assert!(
+            out.all().contains(needle),
+            "{needle:?} not in:\n{}",
+            out.all()
+        );
+        out
+    }
+
     /// Writes a package directory for `name@version` with an `index.js`
     /// exporting `marker`, and `package.json` fields merged from `extra`.
     pub fn package(&self, name: &str, version: &str, marker: &str, extra: Value) -> PathBuf {
