@@ -17,7 +17,7 @@ cargo build --release --quiet
 work="$(mktemp -d)"
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
-NMR_SERVER__HOST=127.0.0.1 NMR_SERVER__PORT=0 NMR_LOGGER__LEVEL="${NMR_LOGGER__LEVEL:-warn}" \
+NMR_AUTH__TYPE=none NMR_SERVER__HOST=127.0.0.1 NMR_SERVER__PORT=0 NMR_LOGGER__LEVEL="${NMR_LOGGER__LEVEL:-warn}" \
   NMR_DB__PATH="$work/db" NMR_STORAGE__LOCAL__PATH="$work/storage" \
   ./target/release/nmr >"$work/out" 2>"$work/err" &
 pid=$!
