@@ -44,6 +44,19 @@ fn server(gh: &FakeGithub, extra: &[(&str, &str)]) -> Server {
     Server::start(&env)
 }
 
+/// A server where alice has published `@acme/widget@1.0.0`, bound to `acme/widget`.
+fn seeded(gh: &FakeGithub, extra: &[(&str, &str)]) -> Server {
+    let server = server(gh, extra);
+    let reply = publish_with_repository(
+        &server.http_as(ALICE),
+        "@acme/widget",
+        "1.0.0",
+        Some("acme/widget"),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.error());
+    server
+}
+
 #[test]
 fn permissions_follow_the_repository_for_every_npm_command() {
     let gh = github();
@@ -192,17 +205,7 @@ fn the_binding_moves_only_for_an_admin_who_can_push_to_the_new_repo() {
 #[test]
 fn status_codes_and_messages() {
     let gh = github();
-    let server = server(&gh, &[]);
-    assert_eq!(
-        publish_with_repository(
-            &server.http_as(ALICE),
-            "@acme/widget",
-            "1.0.0",
-            Some("acme/widget")
-        )
-        .status,
-        201
-    );
+    let server = seeded(&gh, &[]);
     let path = escape("@acme/widget");
 
     let anonymous = server.http().get(&path, &[]);
@@ -256,17 +259,7 @@ fn status_codes_and_messages() {
 #[test]
 fn a_burst_costs_one_github_call_per_question_until_the_ttl() {
     let gh = github();
-    let server = server(&gh, &[("NMR_AUTH__GITHUB__CACHE_TTL", "2")]);
-    assert_eq!(
-        publish_with_repository(
-            &server.http_as(ALICE),
-            "@acme/widget",
-            "1.0.0",
-            Some("acme/widget")
-        )
-        .status,
-        201
-    );
+    let server = seeded(&gh, &[("NMR_AUTH__GITHUB__CACHE_TTL", "2")]);
     let before = (gh.calls("/user"), gh.calls("/repos/acme/widget"));
     std::thread::scope(|s| {
         for _ in 0..8 {
@@ -296,12 +289,8 @@ fn a_burst_costs_one_github_call_per_question_until_the_ttl() {
 #[test]
 fn github_down_or_rate_limited_fails_closed_and_writes_nothing() {
     let gh = github();
-    let server = server(&gh, &[]);
+    let server = seeded(&gh, &[]);
     let alice = server.http_as(ALICE);
-    assert_eq!(
-        publish_with_repository(&alice, "@acme/widget", "1.0.0", Some("acme/widget")).status,
-        201
-    );
     let db = snapshot(&server.db_path());
     let storage = snapshot(&server.storage_path());
     for mode in [Mode::Down, Mode::RateLimited] {
