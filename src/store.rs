@@ -178,24 +178,28 @@ impl Store {
     /// The canonical packument (tombstones included), or `None` if `name`
     /// was never published.
     pub fn packument(&self, name: &PackageName) -> Result<Option<Packument>, StoreError> {
-        let key = format!("d/{name}");
-        let Some(raw) = self.with_db(|db| Ok(db.get(key.as_bytes())))? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(&raw)
-            .map(Some)
-            .map_err(|e| StoreError(format!("packument of {name} is corrupt: {e}")))
+        self.get_json(&format!("d/{name}"), || format!("packument of {name}"))
     }
 
     /// The GitHub repository `name` is bound to, if any.
     pub fn binding(&self, name: &PackageName) -> Result<Option<Repo>, StoreError> {
-        let key = format!("b/{name}");
+        self.get_json(&format!("b/{name}"), || {
+            format!("repository binding of {name}")
+        })
+    }
+
+    /// The JSON value at `key`, or `None`; `what` names it in errors.
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<T>, StoreError> {
         let Some(raw) = self.with_db(|db| Ok(db.get(key.as_bytes())))? else {
             return Ok(None);
         };
         serde_json::from_slice(&raw)
             .map(Some)
-            .map_err(|e| StoreError(format!("repository binding of {name} is corrupt: {e}")))
+            .map_err(|e| StoreError(format!("{} is corrupt: {e}", what())))
     }
 
     /// Whether `version` of `name` is live (published and not unpublished).
