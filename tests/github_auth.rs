@@ -369,11 +369,7 @@ fn npm_login_legacy_checks_the_github_token() {
 
 #[test]
 fn github_unreachable_fails_closed() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = common::free_port();
     let api = format!("http://127.0.0.1:{closed}");
     let server = Server::start(&[
         ("NMR_AUTH__TYPE", "github"),

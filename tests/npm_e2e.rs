@@ -293,11 +293,7 @@ fn unscoped_without_upstream_says_how_to_configure_it() {
 
 #[test]
 fn a_public_url_with_a_path_prefix_serves_every_route_under_it() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}/npm/");
     let server = Server::start(&[
         ("NMR_SERVER__PORT", &port.to_string()),

@@ -78,7 +78,7 @@ async fn change(
     let mut doc = previous.clone();
     edit(&mut doc)?;
     if doc.rev != previous.rev {
-        commit(registry, name, Some(&previous), &doc)?;
+        commit(registry, name, Some(&previous), &doc, None)?;
     }
     Ok(ok(StatusCode::OK, name.as_str(), &doc.rev))
 }

@@ -54,16 +54,18 @@ pub fn check_rev(doc: &Packument, rev: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Commits `doc` as `name`'s packument, replacing `previous`.
+/// Commits `doc` as `name`'s packument, replacing `previous`; `binding`,
+/// when given, becomes the package's GitHub repository in the same write.
 pub fn commit(
     registry: &Registry,
     name: &PackageName,
     previous: Option<&Packument>,
     doc: &Packument,
+    binding: Option<&Repo>,
 ) -> Result<(), ApiError> {
     registry
         .store
-        .commit(name, previous, doc, None)
+        .commit(name, previous, doc, binding)
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 

@@ -111,11 +111,13 @@ async fn publish(
         .put(name, &version, verified.tarball, &integrity)
         .await
         .map_err(|e| ApiError::unavailable(format!("{e}; nothing was published")))?;
-    let committed = registry
-        .store
-        .commit(name, previous.as_ref(), &doc, grant.binding.as_ref())
-        .map_err(|e| ApiError::internal(e.to_string()));
-    if let Err(e) = committed {
+    if let Err(e) = commit(
+        registry,
+        name,
+        previous.as_ref(),
+        &doc,
+        grant.binding.as_ref(),
+    ) {
         crate::cmd::delete_tarballs(registry, name, std::slice::from_ref(&version)).await;
         return Err(e);
     }
@@ -141,7 +143,7 @@ async fn deprecate(
     let mut doc = previous.clone();
     if packument::deprecate(&mut doc, versions)? {
         doc.touch(Utc::now());
-        commit(registry, name, Some(&previous), &doc)?;
+        commit(registry, name, Some(&previous), &doc, None)?;
     }
     Ok(ok(StatusCode::OK, name.as_str(), &doc.rev))
 }

@@ -45,7 +45,7 @@ pub async fn remove_versions(
     let mut doc = previous.clone();
     let removed = packument::unpublish_versions(&mut doc, &keep, Utc::now())?;
     if !removed.is_empty() {
-        commit(registry, name, Some(&previous), &doc)?;
+        commit(registry, name, Some(&previous), &doc, None)?;
         delete_tarballs(registry, name, &removed).await;
         log::info!("unpublished {} version(s) of {name}", removed.len());
     }
@@ -65,7 +65,7 @@ pub async fn remove_package(
     check_rev(&previous, rev)?;
     let mut doc = previous.clone();
     let removed = packument::unpublish_all(&mut doc, Utc::now());
-    commit(registry, name, Some(&previous), &doc)?;
+    commit(registry, name, Some(&previous), &doc, None)?;
     delete_tarballs(registry, name, &removed).await;
     log::info!("unpublished {name} ({} version(s))", removed.len());
     Ok(ok(StatusCode::OK, name.as_str(), &doc.rev))

@@ -222,11 +222,7 @@ impl S3Server {
     pub fn start() -> S3Server {
         let root = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(root.path().join(Self::BUCKET)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new("s3s-fs")
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", "testkey", "--secret-key", "testsecret"])
@@ -565,6 +561,16 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// A loopback port that was free a moment ago (for servers whose URL must be
+/// known before they start).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Serves `routes` on loopback `port` (0: any free one) from a thread of its
 /// own until the returned sender is dropped. Returns the port and the sender.
 pub fn serve_in_background<F>(routes: F, port: u16) -> (u16, tokio::sync::oneshot::Sender<()>)
@@ -612,11 +618,7 @@ impl Upstream {
         let requests: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
         let recorded = requests.clone();
         // The port is needed inside the packument, before serving: reserve it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let base = format!("http://localhost:{port}");
         let tgz = nmr::verify::testing::tarball_with(
             "left-pad-lite",
