@@ -1,10 +1,14 @@
-//! Who is asking, and whether they may do what they ask.
+//! Who is asking, and whether they may do what they ask: the one owner of
+//! every permission decision.
 //!
-//! Every request on a package makes exactly one authorization decision,
-//! [`Auth::authorize`] (or [`Auth::authorize_publish`], which also weighs the
-//! repository the new version names), from the caller's [`Credentials`], the
-//! package and its GitHub binding, and the [`Action`]. The handlers never
-//! decide access themselves.
+//! Every request on a package is authorized once, by the dispatcher in
+//! `http.rs`, from the route's [`Action`] and the request's headers alone,
+//! before its body is read ([`Auth::authorize`]). The async part only
+//! gathers facts (who the token belongs to, the package's GitHub binding,
+//! the caller's permission on the bound repo); the decision itself is the
+//! plain function [`decide`]. A publish also weighs the repository its body
+//! names, once the body is read ([`Auth::authorize_publish`], deciding with
+//! [`decide_publish`]). No handler decides access itself.
 //!
 //! Under `auth.type = "github"` the permission table is:
 //!
@@ -14,23 +18,30 @@
 //! | publish, dist-tag add/rm, deprecate | `push` (or `maintain`, `admin`) |
 //! | unpublish (a version or the package) | `admin` |
 //!
-//! No token: 401 with `WWW-Authenticate: Bearer realm="nmr"`; a token
-//! GitHub rejects: 401; no read access: 404 (existence is not revealed);
-//! read but not enough: 403 naming the permission; GitHub unreachable: 503.
+//! No token, or an `Authorization` header that cannot hold a GitHub token:
+//! 401 with `WWW-Authenticate: Bearer realm="nmr"` and no GitHub call; a
+//! token GitHub rejects: 401; no read access, or no such package: the same
+//! 404 ([`hidden`]), on every route, publish included; read but not enough:
+//! 403 naming the permission; GitHub cannot be asked: 503 with
+//! `Retry-After`; too many unknown tokens from one address: 429.
 //!
-//! Credentials arrive as npm sends them (PROTOCOL.md §1.4):
-//! `Authorization: Bearer TOKEN` (`_authToken`) or `Authorization: Basic
-//! base64(user:TOKEN)` (`_auth`, or `username` + `_password`). A token is
-//! never logged, echoed or stored in clear.
+//! Credentials arrive as npm sends them (docs/npm-protocol.md, "Credentials"):
+//! `Authorization: Bearer TOKEN` (`_authToken`), `Authorization: Basic
+//! base64(user:TOKEN)` (`_auth`, or `username` + `_password`), or
+//! `Authorization: token TOKEN` (which GitHub accepts too). A token is never
+//! logged, echoed or stored in clear: only its SHA-256 ([`TokenHash`]) is
+//! kept.
+
+use std::net::IpAddr;
 
 use base64::Engine;
 use http::HeaderMap;
-
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::config::{AuthConfig, AuthType};
 use crate::error::ApiError;
-use crate::github::{self, GitHub, Permissions, Repo};
+use crate::github::{self, GitHub, KnownTokens, Permissions, Refusal, Repo};
 use crate::name::PackageName;
 
 /// What a request wants to do to a package; each maps to the permission it
@@ -39,20 +50,56 @@ use crate::name::PackageName;
 pub enum Action {
     /// Packument, version manifest, tarball, dist-tag ls.
     Read,
-    /// Publish a new version.
+    /// Publish a new version (or, on an existing package, deprecate: the
+    /// two share `PUT /{pkg}` and both need push).
     Publish,
     /// dist-tag add / rm.
     DistTag,
-    /// deprecate / undeprecate.
-    Deprecate,
     /// Unpublish one version or the whole package.
     Unpublish,
 }
 
-/// The secret a client presented. `Debug` never shows it.
+impl Action {
+    /// The GitHub permission the action needs on the bound repo.
+    pub fn needs(self) -> &'static str {
+        match self {
+            Action::Read => "pull",
+            Action::Publish | Action::DistTag => "push",
+            Action::Unpublish => "admin",
+        }
+    }
+
+    /// Whether `permissions` allow the action.
+    pub fn allowed_by(self, permissions: &Permissions) -> bool {
+        match self {
+            Action::Read => permissions.pull,
+            Action::Publish | Action::DistTag => permissions.can_push(),
+            Action::Unpublish => permissions.admin,
+        }
+    }
+
+    /// A verb for error messages: "publishing", "unpublishing", ...
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Read => "reading",
+            Action::Publish => "publishing",
+            Action::DistTag => "changing dist-tags of",
+            Action::Unpublish => "unpublishing",
+        }
+    }
+}
+
+/// SHA-256 of a token: the only form in which nmr keeps one.
+pub type TokenHash = [u8; 32];
+
+/// The longest token accepted (GitHub's are far shorter).
+pub const MAX_TOKEN_LEN: usize = 255;
+
+/// The secret a client presented, with its hash. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     token: String,
+    hash: TokenHash,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -62,28 +109,59 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// Reads the `Authorization` header: `Bearer TOKEN`, or `Basic` whose
-    /// password is the token. `None` when absent or unreadable.
-    pub fn from_headers(headers: &HeaderMap) -> Option<Credentials> {
-        let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, rest) = value.trim().split_once(' ')?;
-        let token = if scheme.eq_ignore_ascii_case("bearer") {
+    /// Reads the `Authorization` header: `Bearer TOKEN`, `token TOKEN`, or
+    /// `Basic` whose password is the token. `Ok(None)` when absent; `Err`
+    /// (the reason, naming no secret) when present but unable to hold a
+    /// token: another scheme, bad base64, or a token that is empty, longer
+    /// than [`MAX_TOKEN_LEN`] bytes, or not printable ASCII.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Credentials>, &'static str> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Ok(None);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| "the Authorization header is not ASCII")?;
+        let (scheme, rest) = value
+            .trim()
+            .split_once(' ')
+            .ok_or("the Authorization header has no scheme")?;
+        let token = if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")
+        {
             rest.trim().to_string()
         } else if scheme.eq_ignore_ascii_case("basic") {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(rest.trim())
-                .ok()?;
-            let text = String::from_utf8(decoded).ok()?;
-            text.split_once(':')?.1.to_string()
+                .map_err(|_| "the Basic credentials are not base64")?;
+            let text =
+                String::from_utf8(decoded).map_err(|_| "the Basic credentials are not text")?;
+            text.split_once(':')
+                .ok_or("the Basic credentials have no password")?
+                .1
+                .to_string()
         } else {
-            return None;
+            return Err("the Authorization scheme is not Bearer, token or Basic");
         };
-        (!token.is_empty()).then_some(Credentials { token })
+        if token.is_empty() {
+            return Err("the token is empty");
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err("the token is longer than 255 bytes");
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the token has characters no GitHub token has");
+        }
+        let hash = Sha256::digest(token.as_bytes()).into();
+        Ok(Some(Credentials { token, hash }))
     }
 
     /// The token itself, for passing to the identity provider only.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The token's SHA-256.
+    pub fn hash(&self) -> TokenHash {
+        self.hash
     }
 }
 
@@ -92,6 +170,18 @@ impl Credentials {
 pub struct Identity {
     /// The user's login; `anonymous` under `auth.type = "none"`.
     pub username: String,
+}
+
+/// What [`Auth::authorize`] found: who is asking, and (under GitHub
+/// authorization) the package's binding and the caller's permission on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub identity: Identity,
+    /// The repository the package is bound to (`None`: not bound, or
+    /// `auth.type = "none"`).
+    pub binding: Option<Repo>,
+    /// The caller's permission on `binding`.
+    pub permissions: Option<Permissions>,
 }
 
 /// The configured authorization model.
@@ -111,98 +201,197 @@ pub struct PublishGrant {
     pub binding: Option<Repo>,
 }
 
+/// The one 404 for a package that does not exist or that the caller cannot
+/// see: the two are never told apart, on any route.
+pub fn hidden(package: &PackageName) -> ApiError {
+    ApiError::not_found(format!(
+        "package {package} not found, or your GitHub account cannot see its repository"
+    ))
+}
+
+/// The decision for `action` on `package` by `login`, from facts alone:
+/// `bound` is the package's repository (`None`: the package is not bound)
+/// and `permissions` the caller's on it (`None`: cannot see it).
+///
+/// A publish of an unbound package is allowed here: it is decided by
+/// [`decide_publish`] once the body names a repository. Anything else on an
+/// unbound package, or on a repo the caller cannot see, is [`hidden`]; too
+/// little permission is 403 naming what is needed.
+pub fn decide(
+    package: &PackageName,
+    action: Action,
+    login: &str,
+    bound: Option<&Repo>,
+    permissions: Option<&Permissions>,
+) -> Result<(), ApiError> {
+    let Some(repo) = bound else {
+        return match action {
+            Action::Publish => Ok(()),
+            _ => Err(hidden(package)),
+        };
+    };
+    let permissions = permissions.ok_or_else(|| hidden(package))?;
+    if action.allowed_by(permissions) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "{} {package} needs {} permission on the GitHub repository {repo}; {login} has {}",
+        action.verb(),
+        action.needs(),
+        permissions.highest()
+    )))
+}
+
+/// The decision of a publish of `package` by `login` whose version names
+/// `named` (already checked to be a GitHub repo owned by the scope), with
+/// `on_named` the caller's permission on it; `bound` and `on_bound` as for
+/// [`decide`] (which already required push on `bound`). Returns the binding
+/// after the publish.
+///
+/// Rules: a first publish needs `push` on `named` (a repo the caller cannot
+/// see is [`hidden`], as an existing package would be); naming the bound repo
+/// needs nothing more; naming another repo moves the binding only for an
+/// `admin` of the bound repo who can push to the new one (403 otherwise).
+pub fn decide_publish(
+    package: &PackageName,
+    login: &str,
+    bound: Option<&Repo>,
+    on_bound: Option<&Permissions>,
+    named: &Repo,
+    on_named: Option<&Permissions>,
+) -> Result<Repo, ApiError> {
+    let need_push = |repo: &Repo, permissions: Option<&Permissions>| match permissions {
+        None => Err(hidden(package)),
+        Some(p) if p.can_push() => Ok(()),
+        Some(p) => Err(ApiError::forbidden(format!(
+            "publishing {package} needs push permission on the GitHub repository {repo}; {login} has {}",
+            p.highest()
+        ))),
+    };
+    match bound {
+        None => need_push(named, on_named)?,
+        Some(bound) if bound == named => need_push(bound, on_bound)?,
+        Some(bound) => {
+            if !on_bound.is_some_and(|p| p.admin) {
+                return Err(ApiError::forbidden(format!(
+                    "{package} is bound to the GitHub repository {bound}, not {named}: set repository back to {bound}, or ask an admin of {bound} to publish (moving a package needs admin on {bound} and push on {named})"
+                )));
+            }
+            need_push(named, on_named).map_err(|e| {
+                if e.status == http::StatusCode::NOT_FOUND {
+                    ApiError::forbidden(format!(
+                        "moving {package} to {named} needs push permission there, and {login} cannot see {named}"
+                    ))
+                } else {
+                    e
+                }
+            })?;
+        }
+    }
+    Ok(named.clone())
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        let status = match refusal {
+            Refusal::Throttled { .. } => http::StatusCode::TOO_MANY_REQUESTS,
+            _ => http::StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, refusal.to_string()).retry_after(refusal.retry_after())
+    }
+}
+
 impl Auth {
-    /// Builds the model `auth.type` names.
-    pub fn from_config(config: &AuthConfig) -> Result<Auth, String> {
+    /// Builds the model `auth.type` names; `known` are the tokens GitHub
+    /// accepted before (see [`KnownTokens`]).
+    pub fn from_config(config: &AuthConfig, known: KnownTokens) -> Result<Auth, String> {
         match config.kind {
             AuthType::None => Ok(Auth::None),
-            AuthType::Github => Ok(Auth::Github(Box::new(GitHub::new(&config.github)?))),
+            AuthType::Github => Ok(Auth::Github(Box::new(GitHub::new(&config.github, known)?))),
         }
     }
 
-    /// Who the credentials belong to (`npm whoami`, login): 401 without a
-    /// token or when GitHub rejects it, 503 when GitHub cannot be asked.
-    pub async fn identify(&self, credentials: Option<&Credentials>) -> Result<Identity, ApiError> {
-        match self {
-            Auth::None => Ok(anonymous()),
-            Auth::Github(github) => {
-                let credentials = credentials.ok_or_else(|| {
-                    ApiError::unauthorized(
-                        "authentication required: put a GitHub token in your .npmrc as //HOST/:_authToken",
-                    )
-                })?;
-                github_login(github, credentials.token()).await
-            }
-        }
-    }
-
-    /// The one authorization decision of a request other than a publish: may
-    /// the holder of `credentials` do `action` on `package`, which is bound
-    /// to `binding` (`None`: the package does not exist)?
-    ///
-    /// Errors: 401 (no token, or GitHub rejects it), 404 (the package does not
-    /// exist or the user cannot read its repo: the two are not told apart),
-    /// 403 (can read, but `action` needs more, naming the permission), 503
-    /// (GitHub cannot be asked).
-    pub async fn authorize(
+    /// Who the credentials belong to (`npm whoami`, and the first step of
+    /// every authorization): 401 without a usable token or when GitHub
+    /// rejects it, 503 when GitHub cannot be asked, 429 when `client` spent
+    /// its budget of unknown tokens.
+    pub async fn identify(
         &self,
-        credentials: Option<&Credentials>,
-        package: &PackageName,
-        binding: Option<&Repo>,
-        action: Action,
+        credentials: &Result<Option<Credentials>, &'static str>,
+        client: IpAddr,
     ) -> Result<Identity, ApiError> {
         let Auth::Github(github) = self else {
             return Ok(anonymous());
         };
-        let identity = self.identify(credentials).await?;
-        let token = credentials.map(Credentials::token).unwrap_or_default();
-        let not_found = || ApiError::not_found(format!("package {package} not found"));
-        let repo = binding.ok_or_else(not_found)?;
-        let permissions = repo_permissions(github, token, repo)
-            .await?
-            .ok_or_else(not_found)?;
-        let (allowed, needed) = match action {
-            Action::Read => (permissions.pull, "pull"),
-            Action::Publish | Action::DistTag | Action::Deprecate => {
-                (permissions.can_push(), "push")
-            }
-            Action::Unpublish => (permissions.admin, "admin"),
-        };
-        if !allowed {
-            return Err(ApiError::forbidden(format!(
-                "{} {package} needs {needed} permission on the GitHub repository {repo}; {} has {}",
-                action.verb(),
-                identity.username,
-                permissions.highest()
-            )));
+        let credentials = github_credentials(credentials)?;
+        match github.login(credentials, client).await? {
+            Some(username) => Ok(Identity { username }),
+            None if credentials.token().starts_with("ghs_") => Err(ApiError::unauthorized(
+                "GitHub does not tell who an installation token (ghs_..., such as GitHub Actions' GITHUB_TOKEN) belongs to: use a personal access token of a user",
+            )),
+            None => Err(ApiError::unauthorized(
+                "GitHub rejected the token: use a valid GitHub token (classic or fine-grained PAT, or OAuth token) as _authToken",
+            )),
         }
-        Ok(identity)
     }
 
-    /// The authorization decision of a publish of `package`, whose new
-    /// version names `repository` (the manifest's field, if any) and which
-    /// is currently bound to `bound`.
+    /// The authorization of a request for `action` on `package` (bound to
+    /// `binding`), from the request's headers alone. Gathers the facts and
+    /// applies [`decide`].
+    pub async fn authorize(
+        &self,
+        credentials: &Result<Option<Credentials>, &'static str>,
+        client: IpAddr,
+        package: &PackageName,
+        binding: Option<Repo>,
+        action: Action,
+    ) -> Result<Access, ApiError> {
+        let Auth::Github(github) = self else {
+            return Ok(Access {
+                identity: anonymous(),
+                binding: None,
+                permissions: None,
+            });
+        };
+        let identity = self.identify(credentials, client).await?;
+        let permissions = match (&binding, credentials) {
+            (Some(repo), Ok(Some(credentials))) => github.permissions(credentials, repo).await?,
+            _ => None,
+        };
+        decide(
+            package,
+            action,
+            &identity.username,
+            binding.as_ref(),
+            permissions.as_ref(),
+        )?;
+        Ok(Access {
+            identity,
+            binding,
+            permissions,
+        })
+    }
+
+    /// The second half of a publish's authorization, once its body is read:
+    /// `access` is what [`Auth::authorize`] found, `repository` the new
+    /// version's `repository` field. Applies [`decide_publish`].
     ///
-    /// Rules: the repository must be given and be on GitHub (400), its owner
-    /// must equal the package's scope (403); a first publish needs `push` on
-    /// it; a later one needs `push` on the bound repo; naming a different
-    /// repo moves the binding only for an `admin` of the bound repo who can
-    /// push to the new one (403 otherwise).
+    /// Errors: 400 when `repository` is missing or not on GitHub, 403 when its
+    /// owner is not the package's scope, and those of [`decide_publish`].
     pub async fn authorize_publish(
         &self,
-        credentials: Option<&Credentials>,
+        access: Access,
+        credentials: &Result<Option<Credentials>, &'static str>,
         package: &PackageName,
-        bound: Option<&Repo>,
         repository: Option<&Value>,
     ) -> Result<PublishGrant, ApiError> {
         let Auth::Github(github) = self else {
             return Ok(PublishGrant {
-                identity: anonymous(),
+                identity: access.identity,
                 binding: None,
             });
         };
-        let identity = self.identify(credentials).await?;
-        let token = credentials.map(Credentials::token).unwrap_or_default();
+        let credentials = github_credentials(credentials)?;
         let scope = package.scope().unwrap_or_default();
         let named = repository
             .ok_or_else(|| {
@@ -227,90 +416,66 @@ impl Auth {
                 github::repository_hint(scope)
             )));
         }
-        let need_push = |repo: &Repo, permissions: Option<Permissions>| {
-            if permissions.is_some_and(|p| p.can_push()) {
-                Ok(())
-            } else {
-                Err(ApiError::forbidden(format!(
-                    "publishing {package} needs push permission on the GitHub repository {repo}; {} has {}",
-                    identity.username,
-                    permissions.map_or("no access", |p| p.highest())
-                )))
-            }
+        let on_named = if access.binding.as_ref() == Some(&named) {
+            access.permissions
+        } else {
+            github.permissions(credentials, &named).await?
         };
-        match bound {
-            None => {
-                need_push(&named, repo_permissions(github, token, &named).await?)?;
-            }
-            Some(bound) => {
-                let not_found = || ApiError::not_found(format!("package {package} not found"));
-                let on_bound = repo_permissions(github, token, bound)
-                    .await?
-                    .ok_or_else(not_found)?;
-                if *bound == named {
-                    need_push(bound, Some(on_bound))?;
-                } else {
-                    if !on_bound.admin {
-                        return Err(ApiError::forbidden(format!(
-                            "{package} is bound to the GitHub repository {bound}, not {named}:                              set repository back to {bound}, or ask an admin of {bound} to publish (moving a package needs admin on {bound} and push on {named})"
-                        )));
-                    }
-                    need_push(&named, repo_permissions(github, token, &named).await?)?;
-                    log::info!(
-                        "{package} moves from {bound} to {named} (by {})",
-                        identity.username
-                    );
-                }
-            }
+        let binding = decide_publish(
+            package,
+            &access.identity.username,
+            access.binding.as_ref(),
+            access.permissions.as_ref(),
+            &named,
+            on_named.as_ref(),
+        )?;
+        if let Some(bound) = access.binding.as_ref().filter(|b| **b != binding) {
+            log::info!(
+                "{package} moves from {bound} to {binding} (by {})",
+                access.identity.username
+            );
         }
         Ok(PublishGrant {
-            identity,
-            binding: Some(named),
+            identity: access.identity,
+            binding: Some(binding),
         })
     }
-}
 
-impl Action {
-    /// A verb for error messages: "publishing", "unpublishing", ...
-    fn verb(self) -> &'static str {
+    /// 404 ([`hidden`]) unless the package is bound (under GitHub
+    /// authorization): for writes other than a publish, which
+    /// [`decide`] lets through on unbound packages.
+    pub fn require_binding(&self, access: &Access, package: &PackageName) -> Result<(), ApiError> {
         match self {
-            Action::Read => "reading",
-            Action::Publish => "publishing",
-            Action::DistTag => "changing dist-tags of",
-            Action::Deprecate => "deprecating",
-            Action::Unpublish => "unpublishing",
+            Auth::Github(_) if access.binding.is_none() => Err(hidden(package)),
+            _ => Ok(()),
         }
     }
 }
 
-async fn github_login(github: &GitHub, token: &str) -> Result<Identity, ApiError> {
-    match github.login(token).await {
-        Ok(Some(username)) => Ok(Identity { username }),
+/// The usable credentials of a request, or the 401 that says why not.
+fn github_credentials<'a>(
+    credentials: &'a Result<Option<Credentials>, &'static str>,
+) -> Result<&'a Credentials, ApiError> {
+    match credentials {
+        Ok(Some(credentials)) => Ok(credentials),
         Ok(None) => Err(ApiError::unauthorized(
-            "GitHub rejected the token: use a valid GitHub token (classic or fine-grained PAT, or OAuth token) as _authToken",
+            "authentication required: put a GitHub token in your .npmrc as //HOST/:_authToken",
         )),
-        Err(e) => Err(ApiError::unavailable(e.to_string())),
+        Err(why) => Err(ApiError::unauthorized(format!(
+            "the Authorization header holds no usable token ({why}): put a GitHub token in your .npmrc as //HOST/:_authToken"
+        ))),
     }
-}
-
-async fn repo_permissions(
-    github: &GitHub,
-    token: &str,
-    repo: &Repo,
-) -> Result<Option<Permissions>, ApiError> {
-    github
-        .permissions(token, repo)
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
 /// Checks a `npm login` password (a GitHub token) for `username`: the token
 /// must belong to that login (case-insensitively). Under `auth.type =
-/// "none"` any password is accepted.
+/// "none"` any password is accepted. The password is judged as a token
+/// would be (no GitHub call for one that cannot be a token).
 pub async fn check_login(
     auth: &Auth,
     username: &str,
     password: &str,
+    client: IpAddr,
 ) -> Result<Identity, ApiError> {
     let Auth::Github(github) = auth else {
         return Ok(Identity {
@@ -325,10 +490,16 @@ pub async fn check_login(
             ),
         )
     };
-    match github.login(password).await {
-        Ok(Some(login)) if login.eq_ignore_ascii_case(username) => Ok(Identity { username: login }),
-        Ok(_) => Err(wrong()),
-        Err(e) => Err(ApiError::unavailable(e.to_string())),
+    let mut headers = HeaderMap::new();
+    let value = http::HeaderValue::from_str(&format!("Bearer {password}")).map_err(|_| wrong())?;
+    headers.insert(http::header::AUTHORIZATION, value);
+    let credentials = Credentials::from_headers(&headers)
+        .ok()
+        .flatten()
+        .ok_or_else(wrong)?;
+    match github.login(&credentials, client).await? {
+        Some(login) if login.eq_ignore_ascii_case(username) => Ok(Identity { username: login }),
+        _ => Err(wrong()),
     }
 }
 
@@ -348,21 +519,190 @@ mod tests {
         h
     }
 
+    fn token(value: &str) -> Option<String> {
+        Credentials::from_headers(&headers(value))
+            .unwrap()
+            .map(|c| c.token().to_string())
+    }
+
     #[test]
-    fn reads_bearer_and_basic_tokens() {
-        let c = Credentials::from_headers(&headers("Bearer ghp_abc")).unwrap();
-        assert_eq!(c.token(), "ghp_abc");
+    fn reads_bearer_token_and_basic_tokens() {
+        assert_eq!(token("Bearer ghp_abc").as_deref(), Some("ghp_abc"));
+        assert_eq!(token("token ghp_abc").as_deref(), Some("ghp_abc"));
         let basic = base64::engine::general_purpose::STANDARD.encode("alice:ghp_xyz");
-        let c = Credentials::from_headers(&headers(&format!("Basic {basic}"))).unwrap();
-        assert_eq!(c.token(), "ghp_xyz");
-        assert!(Credentials::from_headers(&headers("Bearer ")).is_none());
-        assert!(Credentials::from_headers(&headers("Digest x")).is_none());
-        assert!(Credentials::from_headers(&HeaderMap::new()).is_none());
+        assert_eq!(token(&format!("Basic {basic}")).as_deref(), Some("ghp_xyz"));
+        assert!(
+            Credentials::from_headers(&HeaderMap::new())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_a_token() {
+        let basic = |s: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(s)
+            )
+        };
+        for bad in [
+            "Bearer ".to_string(),
+            "Digest x".to_string(),
+            format!("Bearer {}", "a".repeat(256)),
+            basic("alice:tab\tinside"),
+            basic("alice:caf\u{e9}"),
+            basic("alice:"),
+            basic("no-colon"),
+            "Basic ***".to_string(),
+        ] {
+            assert!(
+                Credentials::from_headers(&headers(&bad)).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
+        assert!(
+            Credentials::from_headers(&headers(&format!("Bearer {}", "a".repeat(255)))).is_ok()
+        );
     }
 
     #[test]
     fn debug_never_shows_the_token() {
-        let c = Credentials::from_headers(&headers("Bearer ghp_secret")).unwrap();
+        let c = Credentials::from_headers(&headers("Bearer ghp_secret"))
+            .unwrap()
+            .unwrap();
         assert!(!format!("{c:?}").contains("ghp_secret"));
+    }
+
+    fn name() -> PackageName {
+        PackageName::parse("@acme/widget").unwrap()
+    }
+
+    fn repo(r: &str) -> Repo {
+        let (o, n) = r.split_once('/').unwrap();
+        Repo::new(o, n).unwrap()
+    }
+
+    fn perm(level: &str) -> Permissions {
+        let mut p = Permissions {
+            pull: true,
+            ..Default::default()
+        };
+        match level {
+            "admin" => {
+                p.admin = true;
+                p.maintain = true;
+                p.push = true;
+            }
+            "maintain" => {
+                p.maintain = true;
+                p.push = true;
+            }
+            "push" => p.push = true,
+            _ => {}
+        }
+        p
+    }
+
+    #[test]
+    fn the_permission_table() {
+        let bound = repo("acme/widget");
+        let ok = |action, level: &str| {
+            decide(&name(), action, "u", Some(&bound), Some(&perm(level))).is_ok()
+        };
+        assert!(ok(Action::Read, "pull"));
+        assert!(!ok(Action::Publish, "pull"));
+        assert!(ok(Action::Publish, "push"));
+        assert!(ok(Action::DistTag, "maintain"));
+        assert!(!ok(Action::Unpublish, "maintain"));
+        assert!(ok(Action::Unpublish, "admin"));
+        let e = decide(
+            &name(),
+            Action::DistTag,
+            "carol",
+            Some(&bound),
+            Some(&perm("pull")),
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 403);
+        assert!(
+            e.message.contains(
+                "needs push permission on the GitHub repository acme/widget; carol has pull"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn one_404_for_missing_and_invisible_packages() {
+        let bound = repo("acme/secret-repo");
+        let invisible = decide(&name(), Action::Read, "dave", Some(&bound), None).unwrap_err();
+        let missing = decide(&name(), Action::Read, "dave", None, None).unwrap_err();
+        assert_eq!(invisible, missing);
+        assert_eq!(invisible.status, 404);
+        // A publish: the same answer for an existing package whose repo the
+        // caller cannot see and for a free name naming such a repo.
+        let existing = decide(&name(), Action::Publish, "dave", Some(&bound), None).unwrap_err();
+        let free = decide_publish(&name(), "dave", None, None, &bound, None).unwrap_err();
+        assert_eq!(existing, free);
+        assert_eq!(existing, missing);
+        assert!(!existing.message.contains("secret-repo"));
+    }
+
+    #[test]
+    fn publish_binds_and_moves_by_the_rules() {
+        let widget = repo("acme/widget");
+        let gadget = repo("acme/gadget");
+        let first = decide_publish(&name(), "a", None, None, &widget, Some(&perm("push")));
+        assert_eq!(first.unwrap(), widget);
+        let e = decide_publish(&name(), "c", None, None, &widget, Some(&perm("pull"))).unwrap_err();
+        assert_eq!(e.status, 403);
+        // Same repo: push on it (checked by decide) suffices.
+        assert!(
+            decide_publish(
+                &name(),
+                "b",
+                Some(&widget),
+                Some(&perm("push")),
+                &widget,
+                Some(&perm("push"))
+            )
+            .is_ok()
+        );
+        // A move needs admin on the bound repo and push on the new one.
+        let e = decide_publish(
+            &name(),
+            "b",
+            Some(&widget),
+            Some(&perm("push")),
+            &gadget,
+            Some(&perm("admin")),
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 403);
+        assert!(
+            e.message
+                .contains("bound to the GitHub repository acme/widget"),
+            "{e}"
+        );
+        let e = decide_publish(
+            &name(),
+            "a",
+            Some(&widget),
+            Some(&perm("admin")),
+            &gadget,
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 403);
+        let moved = decide_publish(
+            &name(),
+            "a",
+            Some(&widget),
+            Some(&perm("admin")),
+            &gadget,
+            Some(&perm("push")),
+        );
+        assert_eq!(moved.unwrap(), gadget);
     }
 }

@@ -39,6 +39,20 @@ pub struct ServerConfig {
     pub public_url: String,
     /// Largest accepted request body, in bytes; larger ones get 413.
     pub max_body_size: u64,
+    /// Seconds a client has to send a request line and its headers, from the
+    /// connection's start or the request's first byte; then the connection is
+    /// closed.
+    pub header_timeout: u64,
+    /// Seconds a request body may go without receiving a byte (then 408 and
+    /// the connection is closed).
+    pub body_timeout: u64,
+    /// Seconds a kept-alive connection may sit idle between requests.
+    pub keep_alive_timeout: u64,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Reverse proxies (CIDRs, e.g. `10.0.0.0/8`, or single addresses) whose
+    /// `X-Forwarded-For` is believed when telling the client's address.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Which authorization model decides who may do what.
@@ -75,6 +89,12 @@ pub struct GithubConfig {
     pub denied_cache_ttl: u64,
     /// Seconds one GitHub call may take.
     pub timeout: u64,
+    /// Entries each GitHub answer cache holds at most (who a token is; a
+    /// token's permission on a repo).
+    pub cache_size: usize,
+    /// GitHub lookups of tokens GitHub has not accepted before that one
+    /// client address may cause per minute (then 429).
+    pub max_lookups_per_minute: u32,
 }
 
 /// `[db]`: the LevelDB metadata store.
@@ -197,6 +217,9 @@ impl Config {
             Environment::with_prefix("NMR")
                 .prefix_separator("_")
                 .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("server.trusted_proxies")
+                .try_parsing(true)
                 .source(Some(env)),
         );
         let resolved = builder.build().map_err(|e| ConfigError(e.to_string()))?;
@@ -237,10 +260,49 @@ impl Config {
         if self.auth.github.timeout == 0 {
             return Err(ConfigError("auth.github.timeout: must be above 0".into()));
         }
+        for (key, value) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.body_timeout", self.server.body_timeout),
+            ("server.keep_alive_timeout", self.server.keep_alive_timeout),
+            (
+                "auth.github.max_lookups_per_minute",
+                self.auth.github.max_lookups_per_minute.into(),
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{key}: must be above 0")));
+            }
+        }
+        if self.server.max_connections == 0 || self.auth.github.cache_size == 0 {
+            return Err(ConfigError(
+                "server.max_connections and auth.github.cache_size: must be above 0".into(),
+            ));
+        }
+        self.trusted_proxies()?;
         if self.server.max_body_size == 0 {
             return Err(ConfigError("server.max_body_size: must be above 0".into()));
         }
         Ok(())
+    }
+
+    /// `server.trusted_proxies` parsed: each entry a CIDR (`10.0.0.0/8`,
+    /// `::1/128`) or a bare address (one host).
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .map(|entry| {
+                let entry = entry.trim();
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError(format!(
+                            "server.trusted_proxies: {entry:?} is not an address or CIDR such as 10.0.0.0/8"
+                        ))
+                    })
+            })
+            .collect()
     }
 
     /// The public base URL, always ending in `/`: `server.public_url` when
@@ -317,6 +379,28 @@ mod tests {
         assert_eq!(c.storage.kind, StorageType::Local);
         assert!(!c.storage.s3.redirect);
         assert_eq!(c.storage.s3.expires, 60);
+        assert_eq!(c.server.header_timeout, 10);
+        assert_eq!(c.server.body_timeout, 30);
+        assert_eq!(c.server.keep_alive_timeout, 75);
+        assert_eq!(c.server.max_connections, 4096);
+        assert!(c.server.trusted_proxies.is_empty());
+        assert_eq!(c.auth.github.cache_size, 100_000);
+        assert_eq!(c.auth.github.max_lookups_per_minute, 120);
+    }
+
+    #[test]
+    fn trusted_proxies_from_the_environment() {
+        let c = Config::load_with_env(
+            None,
+            env(&[("NMR_SERVER__TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")]),
+        )
+        .unwrap();
+        let nets = c.trusted_proxies().unwrap();
+        assert_eq!(nets.len(), 2);
+        assert!(nets[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+        let e = Config::load_with_env(None, env(&[("NMR_SERVER__TRUSTED_PROXIES", "nope")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("server.trusted_proxies"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The one error type handlers return, and how it is rendered.
 //!
-//! npm prints only the `error` field of a JSON error body (PROTOCOL.md §1.10),
+//! npm prints only the `error` field of a JSON error body
+//! (docs/npm-protocol.md, "Errors"),
 //! so every failure is `{"error": "<what happened and what to do>"}` with the
 //! HTTP status that fits. A 401 also carries `WWW-Authenticate`, from which
 //! npm words its own message.
@@ -14,6 +15,8 @@ pub struct ApiError {
     pub message: String,
     /// `WWW-Authenticate` value for 401 answers.
     pub www_authenticate: Option<&'static str>,
+    /// `Retry-After` seconds for 429 and 503 answers.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +26,15 @@ impl ApiError {
             status,
             message: message.into(),
             www_authenticate: None,
+            retry_after: None,
+        }
+    }
+
+    /// The same error, telling the client to retry after `seconds`.
+    pub fn retry_after(self, seconds: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 
@@ -32,7 +44,7 @@ impl ApiError {
     }
 
     /// 401 with `WWW-Authenticate: Bearer realm="nmr"`, so npm tells the user
-    /// to log in again (PROTOCOL.md §1.10).
+    /// to log in again (docs/npm-protocol.md, "Errors").
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError {
             www_authenticate: Some("Bearer realm=\"nmr\""),

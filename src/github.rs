@@ -8,19 +8,34 @@
 //!   the token's user that already includes what org teams grant. 404 (or a
 //!   plain 403) means the user cannot see the repo.
 //!
-//! A rate-limited answer (403/429 with `x-ratelimit-remaining: 0` or
-//! `retry-after`), a 5xx, a timeout or an unreachable API is
-//! [`Unavailable`]: nmr then fails closed (503) unless a still-valid cached
-//! answer exists. Answers are cached by a SHA-256 of the token (never the
-//! token itself) for `auth.github.cache_ttl` seconds, denials for
-//! `auth.github.denied_cache_ttl`; concurrent misses on one key make one
-//! call, so a burst of 200 installs costs one `GET /user` and one
-//! `GET /repos/...`.
+//! Answers are cached by a SHA-256 of the token (never the token itself)
+//! for `auth.github.cache_ttl` seconds, denials for
+//! `auth.github.denied_cache_ttl`, in caches of at most
+//! `auth.github.cache_size` entries with O(1) eviction (`quick_cache`);
+//! concurrent misses on one key make one call, so a burst of 200 installs
+//! costs one `GET /user` and one `GET /repos/...`. A failed lookup is never
+//! cached.
+//!
+//! What GitHub is asked is bounded (docs/security.md, "The GitHub budget"):
+//!
+//! - A rate-limited answer (403/429 with `x-ratelimit-remaining: 0` and
+//!   `x-ratelimit-reset`, or `retry-after`; GitHub's "Rate limits for the REST
+//!   API") stops all calls with that token until the reset: [`Refusal::RateLimited`].
+//! - A 5xx, a timeout or an unreachable API opens a circuit breaker
+//!   ([`crate::limits::Breaker`]): GitHub is asked about once per second
+//!   until a call succeeds: [`Refusal::Unavailable`].
+//! - `GET /user` for a token GitHub has not accepted before is budgeted per
+//!   client address (`auth.github.max_lookups_per_minute`):
+//!   [`Refusal::Throttled`]. Accepted tokens are remembered by SHA-256, with
+//!   when they were last accepted, through [`KnownTokens`], which the store
+//!   persists, so a restart does not throttle an office behind one address.
+//! - At most [`MAX_IN_FLIGHT`] calls are under way at once.
+//!
+//! Cached answers are served whatever the state of these bounds. Refusal
+//! messages never name a repository.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,10 +43,11 @@ use http::{HeaderMap, StatusCode};
 use octocrab::Octocrab;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use tokio::sync::OnceCell;
+use tokio::sync::Semaphore;
 
+use crate::auth::{Credentials, TokenHash};
 use crate::config::GithubConfig;
+use crate::limits::{Breaker, Bucket, log_limited};
 
 /// A GitHub repository, `owner/repo`. Compared case-insensitively, as GitHub
 /// compares logins and repo names.
@@ -183,13 +199,50 @@ impl Permissions {
     }
 }
 
-/// GitHub could not be asked (down, 5xx, rate-limited, timed out).
+/// Why GitHub was not asked, or gave no usable answer. `Display` is the
+/// sentence users see; it never names a repository or a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unavailable(pub String);
+pub enum Refusal {
+    /// GitHub is down, failing or unreachable (or nmr is pausing after such
+    /// a failure); ask again after `retry_after` seconds.
+    Unavailable { reason: String, retry_after: u64 },
+    /// GitHub's rate limit for this token is exhausted for `retry_after`
+    /// seconds.
+    RateLimited { retry_after: u64 },
+    /// The client address spent its budget of lookups of unknown tokens.
+    Throttled { retry_after: u64 },
+}
 
-impl fmt::Display for Unavailable {
+impl Refusal {
+    /// Seconds after which asking again may succeed.
+    pub fn retry_after(&self) -> u64 {
+        match self {
+            Refusal::Unavailable { retry_after, .. }
+            | Refusal::RateLimited { retry_after }
+            | Refusal::Throttled { retry_after } => *retry_after,
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GitHub could not be asked: {}", self.0)
+        match self {
+            Refusal::Unavailable {
+                reason,
+                retry_after,
+            } => write!(
+                f,
+                "GitHub could not be asked ({reason}), so nmr cannot check permissions: try again in {retry_after} s"
+            ),
+            Refusal::RateLimited { retry_after } => write!(
+                f,
+                "GitHub's API rate limit for this token is exhausted: try again in {retry_after} s"
+            ),
+            Refusal::Throttled { retry_after } => write!(
+                f,
+                "too many unknown tokens from your address: try again in {retry_after} s with a valid GitHub token"
+            ),
+        }
     }
 }
 
@@ -201,89 +254,141 @@ pub enum Answer {
     /// The token or the user has no access (401, 404, a 403 that is not a
     /// rate limit).
     Denied,
-    /// Rate limit, 5xx, anything unexpected: fail closed.
+    /// A rate limit: no call with this token for this many seconds.
+    RateLimited(u64),
+    /// 5xx, anything unexpected: fail closed.
     Unavailable,
 }
 
-/// Classifies a GitHub REST status and headers (GitHub's docs: "Rate limits
-/// for the REST API" and "Troubleshooting the REST API").
-pub fn classify(status: StatusCode, headers: &HeaderMap) -> Answer {
+/// Classifies a GitHub REST status and headers at `now_unix` (seconds since
+/// the epoch), per GitHub's docs "Rate limits for the REST API" and
+/// "Troubleshooting the REST API": a 403 or 429 with
+/// `x-ratelimit-remaining: 0` waits until `x-ratelimit-reset` (epoch
+/// seconds); one with `retry-after` waits that many seconds (secondary rate
+/// limits); without either header a 429 waits a minute, as GitHub advises.
+pub fn classify(status: StatusCode, headers: &HeaderMap, now_unix: u64) -> Answer {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let rate_limited =
-        header("x-ratelimit-remaining") == Some("0") || header("retry-after").is_some();
-    match status.as_u16() {
-        200..=299 => Answer::Ok,
-        403 | 429 if rate_limited => Answer::Unavailable,
-        401 | 403 | 404 => Answer::Denied,
+    let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+    let reset = (header("x-ratelimit-remaining") == Some("0"))
+        .then(|| header("x-ratelimit-reset").and_then(|v| v.trim().parse::<u64>().ok()))
+        .flatten()
+        .map(|reset| reset.saturating_sub(now_unix));
+    let wait = retry_after.or(reset).map(|s| s.clamp(1, 3600));
+    match (status.as_u16(), wait) {
+        (200..=299, _) => Answer::Ok,
+        (403 | 429, Some(wait)) => Answer::RateLimited(wait),
+        (429, None) => Answer::RateLimited(60),
+        (401 | 403 | 404, None) => Answer::Denied,
         _ => Answer::Unavailable,
     }
 }
 
-/// A cached answer and when it stops being valid.
-struct Slot<V> {
-    cell: OnceCell<(V, Instant)>,
+/// A cached answer and until when it holds.
+#[derive(Clone)]
+struct Timed<V> {
+    value: V,
+    until: Instant,
 }
 
-/// A TTL cache whose concurrent misses on one key share one fetch.
-struct Cache<K, V> {
-    slots: Mutex<HashMap<K, Arc<Slot<V>>>>,
-}
+type AnswerCache<K, V> = quick_cache::sync::Cache<K, Timed<V>>;
 
-impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
-    fn new() -> Self {
-        Cache {
-            slots: Mutex::new(HashMap::new()),
+/// The cached, still-valid value of `key`, or the one `fetch` yields (with
+/// how long it stays valid). Concurrent misses on one key wait for one
+/// fetch; a failed fetch caches nothing, and the next waiter fetches.
+async fn cached<K, V, F, Fut>(cache: &AnswerCache<K, V>, key: K, fetch: F) -> Result<V, Refusal>
+where
+    K: Eq + std::hash::Hash + Clone,
+    V: Clone,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(V, Duration), Refusal>>,
+{
+    loop {
+        match cache.get_value_or_guard_async(&key).await {
+            Ok(hit) if hit.until > Instant::now() => return Ok(hit.value),
+            Ok(_) => {
+                cache.remove(&key);
+            }
+            Err(guard) => {
+                let (value, ttl) = fetch().await?;
+                let _ = guard.insert(Timed {
+                    value: value.clone(),
+                    until: Instant::now() + ttl,
+                });
+                return Ok(value);
+            }
         }
     }
+}
 
-    /// The cached value for `key`, or the result of `fetch` (which returns the
-    /// value and how long it stays valid). Errors are not cached.
-    async fn get_or_fetch<E, F, Fut>(&self, key: K, fetch: F) -> Result<V, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<(V, Duration), E>>,
-    {
-        let slot = {
-            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            if slots.len() > 10_000 {
-                slots.retain(|_, s| s.cell.get().is_none_or(|(_, until)| *until > now));
-            }
-            let fresh = slots
-                .get(&key)
-                .filter(|s| s.cell.get().is_none_or(|(_, until)| *until > now))
-                .cloned();
-            fresh.unwrap_or_else(|| {
-                let slot = Arc::new(Slot {
-                    cell: OnceCell::new(),
-                });
-                slots.insert(key, slot.clone());
-                slot
-            })
-        };
-        let (value, _) = slot
-            .cell
-            .get_or_try_init(|| async {
-                let (value, ttl) = fetch().await?;
-                Ok((value, Instant::now() + ttl))
-            })
-            .await?;
-        Ok(value.clone())
+/// At most this many GitHub calls are under way at once.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// Tokens GitHub accepted before, by SHA-256, with when (Unix seconds) that
+/// was last recorded. Bounded like the answer caches; a token missing here
+/// is only budgeted, never refused for it.
+pub struct KnownTokens {
+    tokens: quick_cache::sync::Cache<TokenHash, u64>,
+    /// Called with a token hash and the time whenever an acceptance should
+    /// be recorded durably (at most once a day per token).
+    persist: Box<dyn Fn(TokenHash, u64) + Send + Sync>,
+}
+
+impl KnownTokens {
+    /// How often one token's acceptance is written again.
+    const REFRESH: u64 = 24 * 3600;
+
+    /// Known tokens from `remembered` (hash, last accepted), holding at most
+    /// `capacity`; `persist` records new acceptances.
+    pub fn new(
+        capacity: usize,
+        remembered: impl IntoIterator<Item = (TokenHash, u64)>,
+        persist: Box<dyn Fn(TokenHash, u64) + Send + Sync>,
+    ) -> KnownTokens {
+        let tokens = quick_cache::sync::Cache::new(capacity);
+        for (hash, at) in remembered {
+            tokens.insert(hash, at);
+        }
+        KnownTokens { tokens, persist }
+    }
+
+    /// Whether GitHub accepted `hash` before.
+    pub fn contains(&self, hash: &TokenHash) -> bool {
+        self.tokens.get(hash).is_some()
+    }
+
+    /// Records that GitHub accepted `hash` at `now` (Unix seconds).
+    pub fn accepted(&self, hash: TokenHash, now: u64) {
+        let stale = self
+            .tokens
+            .get(&hash)
+            .is_none_or(|at| now.saturating_sub(at) >= Self::REFRESH);
+        if stale {
+            self.tokens.insert(hash, now);
+            (self.persist)(hash, now);
+        }
     }
 }
 
 /// The GitHub client: one octocrab client built at startup, per-user clients
-/// derived from it per call, and the answer caches.
+/// derived from it per call, the answer caches and the bounds on calls.
 pub struct GitHub {
     client: Octocrab,
     host: String,
     ttl: Duration,
     denied_ttl: Duration,
     timeout: Duration,
+    per_minute: u32,
     /// SHA-256(token) → login (`None`: token rejected).
-    logins: Cache<[u8; 32], Option<String>>,
+    logins: AnswerCache<TokenHash, Option<String>>,
     /// (SHA-256(token), lowercase owner/repo) → permissions (`None`: no access).
-    permissions: Cache<([u8; 32], String), Option<Permissions>>,
+    permissions: AnswerCache<(TokenHash, String), Option<Permissions>>,
+    /// SHA-256(token) → until when GitHub rate-limits it.
+    limited: quick_cache::sync::Cache<TokenHash, Instant>,
+    /// Client address → its budget of unknown-token lookups.
+    budgets: quick_cache::sync::Cache<IpAddr, Arc<Mutex<Bucket>>>,
+    known: KnownTokens,
+    breaker: Mutex<Breaker>,
+    in_flight: Semaphore,
 }
 
 /// The part of `GET /user` nmr reads.
@@ -299,9 +404,22 @@ struct Repository {
     permissions: Option<Permissions>,
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 impl GitHub {
-    /// Builds the client for `config` (no request is made).
-    pub fn new(config: &GithubConfig) -> Result<GitHub, String> {
+    /// Builds the client for `config` (no request is made); `known` holds
+    /// the tokens GitHub accepted before.
+    pub fn new(config: &GithubConfig, known: KnownTokens) -> Result<GitHub, String> {
         let timeout = Duration::from_secs(config.timeout);
         let client = Octocrab::builder()
             .base_uri(config.api_url.trim_end_matches('/'))
@@ -316,14 +434,21 @@ impl GitHub {
             )
             .build()
             .map_err(|e| format!("auth.github: cannot build the GitHub client: {e}"))?;
+        let size = config.cache_size;
         Ok(GitHub {
             client,
             host: config.host.clone(),
             ttl: Duration::from_secs(config.cache_ttl),
             denied_ttl: Duration::from_secs(config.denied_cache_ttl),
             timeout,
-            logins: Cache::new(),
-            permissions: Cache::new(),
+            per_minute: config.max_lookups_per_minute,
+            logins: quick_cache::sync::Cache::new(size),
+            permissions: quick_cache::sync::Cache::new(size),
+            limited: quick_cache::sync::Cache::new(size),
+            budgets: quick_cache::sync::Cache::new(size),
+            known,
+            breaker: Mutex::new(Breaker::default()),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
         })
     }
 
@@ -332,30 +457,50 @@ impl GitHub {
         &self.host
     }
 
-    /// The login `token` belongs to; `Ok(None)` when GitHub rejects the token.
-    pub async fn login(&self, token: &str) -> Result<Option<String>, Unavailable> {
-        self.logins
-            .get_or_fetch(token_hash(token), || async {
-                match self.call::<User>(token, "/user").await? {
-                    Some(user) => Ok((Some(user.login), self.ttl)),
-                    None => Ok((None, self.denied_ttl)),
-                }
-            })
-            .await
+    /// How many answers the caches hold (who tokens are, permissions).
+    pub fn cached_answers(&self) -> (usize, usize) {
+        (self.logins.len(), self.permissions.len())
     }
 
-    /// The token's user's permissions on `repo`; `Ok(None)` when the user
-    /// cannot see it.
+    /// The login the token of `credentials` belongs to (`GET /user`);
+    /// `Ok(None)` when GitHub rejects the token. `client` is charged for the
+    /// lookup when GitHub has not accepted this token before.
+    pub async fn login(
+        &self,
+        credentials: &Credentials,
+        client: IpAddr,
+    ) -> Result<Option<String>, Refusal> {
+        let hash = credentials.hash();
+        let login = cached(&self.logins, hash, || async {
+            if !self.known.contains(&hash) {
+                self.charge(client)?;
+            }
+            match self.call::<User>(credentials, "/user").await? {
+                Some(user) => Ok((Some(user.login), self.ttl)),
+                None => Ok((None, self.denied_ttl)),
+            }
+        })
+        .await?;
+        if login.is_some() {
+            self.known.accepted(hash, unix_now());
+        }
+        Ok(login)
+    }
+
+    /// The permissions of the token's user on `repo`
+    /// (`GET /repos/{owner}/{repo}`); `Ok(None)` when the user cannot see it.
     pub async fn permissions(
         &self,
-        token: &str,
+        credentials: &Credentials,
         repo: &Repo,
-    ) -> Result<Option<Permissions>, Unavailable> {
+    ) -> Result<Option<Permissions>, Refusal> {
         let path = format!("/repos/{}/{}", repo.owner, repo.name);
-        self.permissions
-            .get_or_fetch((token_hash(token), repo.cache_key()), || async {
+        cached(
+            &self.permissions,
+            (credentials.hash(), repo.cache_key()),
+            || async {
                 let found = self
-                    .call::<Repository>(token, &path)
+                    .call::<Repository>(credentials, &path)
                     .await?
                     .map(|r| r.permissions.unwrap_or_default())
                     .filter(|p| p.pull);
@@ -365,49 +510,141 @@ impl GitHub {
                     self.denied_ttl
                 };
                 Ok((found, ttl))
-            })
-            .await
+            },
+        )
+        .await
     }
 
-    /// `GET path` with the user's token: `Ok(None)` when denied.
+    /// Spends one of `client`'s lookups of unknown tokens.
+    fn charge(&self, client: IpAddr) -> Result<(), Refusal> {
+        let now = Instant::now();
+        let bucket = match self.budgets.get(&client) {
+            Some(bucket) => bucket,
+            None => {
+                let bucket = Arc::new(Mutex::new(Bucket::full(self.per_minute, now)));
+                self.budgets.insert(client, bucket.clone());
+                bucket
+            }
+        };
+        let mut bucket = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket
+            .take(self.per_minute, now)
+            .map_err(|wait| Refusal::Throttled {
+                retry_after: seconds(wait),
+            })
+    }
+
+    /// `GET path` with the user's token, within every bound: `Ok(None)`
+    /// when GitHub denies.
     async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        credentials: &Credentials,
+        path: &str,
+    ) -> Result<Option<T>, Refusal> {
+        let hash = credentials.hash();
+        let now = Instant::now();
+        if let Some(until) = self.limited.get(&hash) {
+            if until > now {
+                return Err(Refusal::RateLimited {
+                    retry_after: seconds(until - now),
+                });
+            }
+            self.limited.remove(&hash);
+        }
+        self.lock_breaker()
+            .allow(now)
+            .map_err(|wait| Refusal::Unavailable {
+                reason: "it failed moments ago".into(),
+                retry_after: seconds(wait),
+            })?;
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| Refusal::Unavailable {
+                reason: "nmr is shutting down".into(),
+                retry_after: 1,
+            })?;
+        let outcome = self.request(credentials.token(), path).await;
+        let failed = |reason: String, detail: String| {
+            self.lock_breaker().failure(Instant::now());
+            log_limited(
+                log::Level::Warn,
+                "github-unavailable",
+                format!("GitHub: GET {path}: {detail}"),
+            );
+            Err(Refusal::Unavailable {
+                reason,
+                retry_after: 1,
+            })
+        };
+        let (status, headers, body) = match outcome {
+            Ok(answer) => answer,
+            Err(detail) => return failed("no answer".into(), detail),
+        };
+        match classify(status, &headers, unix_now()) {
+            Answer::Ok => {
+                self.lock_breaker().success();
+                serde_json::from_str(&body).map(Some).or_else(|e| {
+                    failed(
+                        "unexpected answer".into(),
+                        format!("unexpected answer: {e}"),
+                    )
+                })
+            }
+            Answer::Denied => {
+                self.lock_breaker().success();
+                Ok(None)
+            }
+            Answer::RateLimited(wait) => {
+                self.lock_breaker().success();
+                self.limited
+                    .insert(hash, Instant::now() + Duration::from_secs(wait));
+                log_limited(
+                    log::Level::Warn,
+                    "github-rate-limited",
+                    format!(
+                        "GitHub rate-limits a token for {wait} s (GET {path} answered {status})"
+                    ),
+                );
+                Err(Refusal::RateLimited { retry_after: wait })
+            }
+            Answer::Unavailable => failed(
+                format!("it answered {}", status.as_u16()),
+                format!("answered {status}"),
+            ),
+        }
+    }
+
+    fn lock_breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One `GET path` with `token`, within `auth.github.timeout`: the
+    /// status, headers and body, or what went wrong (for the log only).
+    async fn request(
         &self,
         token: &str,
         path: &str,
-    ) -> Result<Option<T>, Unavailable> {
+    ) -> Result<(StatusCode, HeaderMap, String), String> {
         let client = self
             .client
             .user_access_token(token.to_string())
-            .map_err(|e| Unavailable(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         let request = async {
-            let response = client
-                ._get(path)
-                .await
-                .map_err(|e| Unavailable(e.to_string()))?;
+            let response = client._get(path).await.map_err(|e| e.to_string())?;
             let status = response.status();
             let headers = response.headers().clone();
             let body = client
                 .body_to_string(response)
                 .await
-                .map_err(|e| Unavailable(e.to_string()))?;
-            Ok::<_, Unavailable>((status, headers, body))
+                .map_err(|e| e.to_string())?;
+            Ok((status, headers, body))
         };
-        let (status, headers, body) = tokio::time::timeout(self.timeout, request)
+        tokio::time::timeout(self.timeout, request)
             .await
-            .map_err(|_| Unavailable(format!("GET {path} timed out after {:?}", self.timeout)))??;
-        match classify(status, &headers) {
-            Answer::Ok => serde_json::from_str(&body)
-                .map(Some)
-                .map_err(|e| Unavailable(format!("GET {path}: unexpected answer: {e}"))),
-            Answer::Denied => Ok(None),
-            Answer::Unavailable => Err(Unavailable(format!("GET {path} answered {status}"))),
-        }
+            .map_err(|_| format!("timed out after {:?}", self.timeout))?
     }
-}
-
-/// SHA-256 of a token: the only form in which nmr keeps one.
-fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -476,27 +713,34 @@ mod tests {
 
     #[test]
     fn classifies_github_answers() {
+        let now = 1_800_000_000;
         let none = HeaderMap::new();
         let mut limited = HeaderMap::new();
         limited.insert("x-ratelimit-remaining", "0".parse().unwrap());
+        limited.insert(
+            "x-ratelimit-reset",
+            (now + 120).to_string().parse().unwrap(),
+        );
         let mut retry = HeaderMap::new();
         retry.insert("retry-after", "60".parse().unwrap());
-        assert_eq!(classify(StatusCode::OK, &none), Answer::Ok);
-        assert_eq!(classify(StatusCode::UNAUTHORIZED, &none), Answer::Denied);
-        assert_eq!(classify(StatusCode::NOT_FOUND, &none), Answer::Denied);
-        assert_eq!(classify(StatusCode::FORBIDDEN, &none), Answer::Denied);
+        let c = |status, headers: &HeaderMap| classify(status, headers, now);
+        assert_eq!(c(StatusCode::OK, &none), Answer::Ok);
+        assert_eq!(c(StatusCode::UNAUTHORIZED, &none), Answer::Denied);
+        assert_eq!(c(StatusCode::NOT_FOUND, &none), Answer::Denied);
+        assert_eq!(c(StatusCode::FORBIDDEN, &none), Answer::Denied);
+        assert_eq!(c(StatusCode::FORBIDDEN, &limited), Answer::RateLimited(120));
         assert_eq!(
-            classify(StatusCode::FORBIDDEN, &limited),
-            Answer::Unavailable
+            c(StatusCode::TOO_MANY_REQUESTS, &retry),
+            Answer::RateLimited(60)
         );
         assert_eq!(
-            classify(StatusCode::TOO_MANY_REQUESTS, &retry),
-            Answer::Unavailable
+            c(StatusCode::TOO_MANY_REQUESTS, &none),
+            Answer::RateLimited(60)
         );
-        assert_eq!(
-            classify(StatusCode::BAD_GATEWAY, &none),
-            Answer::Unavailable
-        );
+        assert_eq!(c(StatusCode::BAD_GATEWAY, &none), Answer::Unavailable);
+        // A reset already past still waits a second.
+        limited.insert("x-ratelimit-reset", (now - 5).to_string().parse().unwrap());
+        assert_eq!(c(StatusCode::FORBIDDEN, &limited), Answer::RateLimited(1));
     }
 
     #[test]
@@ -519,26 +763,42 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_share_one_fetch_and_entries_expire() {
-        let cache: Cache<u8, u32> = Cache::new();
+        let cache: AnswerCache<u8, u32> = quick_cache::sync::Cache::new(10);
         let calls = std::sync::atomic::AtomicU32::new(0);
         let fetch = || async {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            Ok::<_, ()>((7, Duration::from_millis(100)))
+            Ok::<_, Refusal>((7, Duration::from_millis(100)))
         };
         let results =
-            futures_util::future::join_all((0..50).map(|_| cache.get_or_fetch(1, fetch))).await;
+            futures_util::future::join_all((0..50).map(|_| cached(&cache, 1, fetch))).await;
         assert!(results.iter().all(|r| *r == Ok(7)));
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
         tokio::time::sleep(Duration::from_millis(150)).await;
-        cache.get_or_fetch(1, fetch).await.unwrap();
+        cached(&cache, 1, fetch).await.unwrap();
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
-        let failed: Result<u32, &str> = cache.get_or_fetch(2, || async { Err("down") }).await;
-        assert_eq!(failed, Err("down"));
+        let down = || async { Err::<(u32, Duration), _>(Refusal::RateLimited { retry_after: 1 }) };
+        assert!(cached(&cache, 2, down).await.is_err());
+        assert_eq!(cache.len(), 1, "failed lookups leave no entry");
         assert_eq!(
-            cache.get_or_fetch(2, fetch).await,
+            cached(&cache, 2, fetch).await,
             Ok(7),
             "errors are not cached"
         );
+    }
+
+    #[test]
+    fn caches_stay_within_their_bound() {
+        let cache: AnswerCache<u32, u32> = quick_cache::sync::Cache::new(1000);
+        for i in 0..100_000 {
+            cache.insert(
+                i,
+                Timed {
+                    value: i,
+                    until: Instant::now(),
+                },
+            );
+        }
+        assert!(cache.len() <= 1000, "{}", cache.len());
     }
 }

@@ -1,13 +1,26 @@
 //! The HTTP layer: one warp filter that takes every request, finds its
-//! [`Route`], calls the command in `cmd/`, renders errors as
-//! `{"error": ...}`, and writes one access-log line.
+//! [`Route`], authorizes it, reads its body, calls the command in `cmd/`,
+//! renders errors as `{"error": ...}`, and writes one access-log line.
 //!
-//! Kept thin on purpose: parsing and rendering live here, decisions in
-//! `cmd/` and the plain modules they call.
+//! The order is the security boundary (docs/security.md, "Identity first"):
+//!
+//! 1. The route is parsed from the method and path alone.
+//! 2. Authorization is decided once, here, from the route's
+//!    [`crate::auth::Action`] and the headers ([`authorize`]): no command can
+//!    forget it, and nobody is read a body before they are known.
+//! 3. Only then is the body read, within the route's limit
+//!    ([`Route::body_limit`]) and `server.body_timeout` between bytes.
+//! 4. An answer given before the body was read (a refusal) reads at most
+//!    [`DRAIN_LIMIT`] bytes of it and closes the connection
+//!    (`Connection: close`), so npm still reads the answer while an attacker's
+//!    upload costs nothing.
+//!
+//! Kept thin on purpose: decisions live in `auth.rs` and `cmd/`.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
@@ -16,24 +29,22 @@ use http::{Method, StatusCode};
 use warp::Filter;
 use warp::reply::Response;
 
-use crate::auth::Credentials;
+use crate::auth::{Access, Credentials};
 use crate::cmd;
 use crate::error::ApiError;
+use crate::limits::log_limited;
 use crate::registry::Registry;
-use crate::route::{self, Route, Target};
+use crate::request::{Request, client_address, json};
+use crate::route::{self, Op, Route};
 
-/// One parsed request, as the commands see it.
-pub struct Request {
-    pub method: Method,
-    /// The path below the public URL's prefix, still percent-encoded, with a
-    /// leading `/`.
-    pub path: String,
-    /// The raw query string, without `?` (empty when none).
-    pub query: String,
-    pub headers: HeaderMap,
-    /// The caller's token, if any.
-    pub credentials: Option<Credentials>,
-}
+/// The most bytes of a body read before an early answer closes the
+/// connection.
+pub const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// The peer of a connection, put into each request's extensions by the
+/// connection layer (`conn.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
 
 /// The warp filter serving every route of `registry`.
 pub fn routes(
@@ -46,8 +57,20 @@ pub fn routes(
         .and(warp::path::full())
         .and(query)
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<Peer>())
         .and(warp::body::stream())
         .and_then(handle)
+}
+
+/// How much of a request's body was consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyState {
+    /// Not read at all yet.
+    Unread,
+    /// Read to its end.
+    Done,
+    /// Reading stopped partway (too large, too slow, broken).
+    Abandoned,
 }
 
 async fn handle(
@@ -56,33 +79,35 @@ async fn handle(
     path: warp::path::FullPath,
     query: String,
     headers: HeaderMap,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin,
+    peer: Option<Peer>,
+    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin,
 ) -> Result<Response, Infallible> {
     let started = Instant::now();
     let full_path = path.as_str();
-    let response = match full_path.strip_prefix(registry.path_prefix.trim_end_matches('/')) {
-        Some(rest) if rest.starts_with('/') => {
-            let request = Request {
-                method: method.clone(),
-                path: rest.to_string(),
-                query,
-                credentials: Credentials::from_headers(&headers),
-                headers,
-            };
-            // Bodies are read before any answer, so an early error leaves the
-            // connection usable for the client's next request.
-            let limit = registry.config.server.max_body_size;
-            match read_body(&request.headers, body, limit).await {
-                Ok(body) => dispatch(&registry, request, body).await,
-                Err(e) => Err(e),
-            }
-        }
-        _ => Err(ApiError::not_found(format!(
-            "not found: this registry is served under {}",
-            registry.public_url
-        ))),
+    let path = registry.strip_prefix(full_path);
+    let route = route::parse(&method, path);
+    let peer_ip = peer.map_or(std::net::Ipv4Addr::LOCALHOST.into(), |p| p.0.ip());
+    let request = Request {
+        method: method.clone(),
+        path: path.to_string(),
+        query,
+        client: client_address(peer_ip, &headers, &registry.trusted_proxies),
+        credentials: Credentials::from_headers(&headers),
+        headers,
     };
-    let response = response.unwrap_or_else(error_response);
+    let mut state = BodyState::Unread;
+    let result = serve(&registry, &request, route, &mut body, &mut state).await;
+    let mut response = result.unwrap_or_else(error_response);
+    if state != BodyState::Done && has_body(&request.headers) {
+        // Answered before the body was read: take at most DRAIN_LIMIT of it
+        // (so a small body, like npm's, is consumed and the answer is read),
+        // then close rather than read the rest.
+        if state == BodyState::Abandoned || !drain(&mut body).await {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -91,7 +116,8 @@ async fn handle(
         .to_string();
     log::info!(
         target: "nmr::access",
-        "{method} {} {} {bytes}B {:.2}ms",
+        "{} {method} {} {} {bytes}B {:.2}ms",
+        request.client,
         loggable_path(full_path),
         response.status().as_u16(),
         started.elapsed().as_secs_f64() * 1000.0
@@ -99,131 +125,213 @@ async fn handle(
     Ok(response)
 }
 
-/// The path as it may appear in a log: the token `npm logout` puts in the
-/// path is replaced by `<redacted>`.
-pub fn loggable_path(path: &str) -> String {
-    match path.find("/-/user/token/") {
-        Some(i) => format!("{}/-/user/token/<redacted>", &path[..i]),
-        None => path.to_string(),
-    }
+/// Authorizes, reads the body, and runs the command: the path of every
+/// request after routing.
+async fn serve(
+    registry: &Registry,
+    request: &Request,
+    route: Route,
+    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin),
+    state: &mut BodyState,
+) -> Result<Response, ApiError> {
+    let access = authorize(registry, request, &route).await?;
+    let limit = route.body_limit(registry.config.server.max_body_size);
+    let timeout = Duration::from_secs(registry.config.server.body_timeout);
+    let read = if route.discards_body() {
+        discard_body(body, limit, timeout)
+            .await
+            .map(|()| Bytes::new())
+    } else {
+        read_body(&request.headers, &mut *body, limit, timeout).await
+    };
+    *state = if read.is_ok() {
+        BodyState::Done
+    } else {
+        BodyState::Abandoned
+    };
+    dispatch(registry, request, route, access, read?).await
+}
+
+/// The request's one authorization decision, from the route and headers:
+/// for a package route, [`crate::auth::Auth::authorize`] with the package's
+/// binding; other routes decide nothing here (they are not about one
+/// package, or authenticate through their body, as login does).
+async fn authorize(
+    registry: &Registry,
+    request: &Request,
+    route: &Route,
+) -> Result<Option<Access>, ApiError> {
+    let Some((name, action)) = route.package() else {
+        return Ok(None);
+    };
+    let binding = match registry.auth {
+        crate::auth::Auth::None => None,
+        crate::auth::Auth::Github(_) => cmd::binding(registry, name)?,
+    };
+    registry
+        .auth
+        .authorize(&request.credentials, request.client, name, binding, action)
+        .await
+        .map(Some)
 }
 
 async fn dispatch(
     registry: &Registry,
-    request: Request,
+    request: &Request,
+    route: Route,
+    access: Option<Access>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let route = route::parse(&request.path);
-    let method = request.method.clone();
-    let is_read = method == Method::GET || method == Method::HEAD;
-    match route {
-        Route::Ping if is_read => Ok(json(StatusCode::OK, "{}")),
-        Route::Whoami if is_read => cmd::user::whoami(registry, &request).await,
-        Route::Logout if method == Method::DELETE => cmd::user::logout(),
-        Route::User(name) if method == Method::PUT => {
-            cmd::user::login(registry, &name, &body).await
+    let (name, op, access) = match (route, access) {
+        (Route::Package { name, op }, Some(access)) => (name, op, access),
+        (Route::Ping, _) => return Ok(json(StatusCode::OK, "{}")),
+        (Route::Whoami, _) => return cmd::user::whoami(registry, request).await,
+        (Route::Logout, _) => return cmd::user::logout(),
+        (Route::Login(name), _) => return cmd::user::login(registry, request, &name, &body).await,
+        (Route::WebLogin, _) => {
+            return Err(ApiError::not_found(
+                "web login is not available: run npm login --auth-type=legacy and give a GitHub token as the password",
+            ));
         }
-        Route::WebLogin => Err(ApiError::not_found(
-            "web login is not available: run npm login --auth-type=legacy and give a GitHub token as the password",
-        )),
-        Route::Audit if method == Method::POST => Ok(json(StatusCode::OK, "{}")),
-        Route::DistTags { name, tag } => match (method, tag) {
-            (Method::GET, None) => cmd::dist_tags::list(registry, &request, &name).await,
-            (Method::PUT, Some(tag)) => {
-                cmd::dist_tags::add(registry, &request, &name, &tag, &body).await
-            }
-            (Method::DELETE, Some(tag)) => {
-                cmd::dist_tags::remove(registry, &request, &name, &tag).await
-            }
-            _ => Err(method_not_allowed()),
-        },
-        Route::Package { name, target } => match (target, method) {
-            (Target::Document, m) if is_read_method(&m) => {
-                cmd::packument::get(registry, &request, &name).await
-            }
-            (Target::Document, Method::PUT) => {
-                cmd::publish::put(registry, &request, &name, body).await
-            }
-            (Target::Version(spec), m) if is_read_method(&m) => {
-                cmd::packument::get_version(registry, &request, &name, &spec).await
-            }
-            (Target::Rev(rev), Method::PUT) => {
-                cmd::unpublish::remove_versions(registry, &request, &name, &rev, &body).await
-            }
-            (Target::Rev(rev), Method::DELETE) => {
-                cmd::unpublish::remove_package(registry, &request, &name, &rev).await
-            }
-            (Target::Tarball(file), m) if is_read_method(&m) => {
-                cmd::tarball::get(registry, &request, &name, &file).await
-            }
-            (Target::TarballRev(_), Method::DELETE) => {
-                cmd::tarball::delete(registry, &request, &name).await
-            }
-            _ => Err(method_not_allowed()),
-        },
-        Route::Upstream if is_read => cmd::upstream::redirect(registry, &request),
-        Route::Upstream if method == Method::DELETE && is_tarball_delete(&request.path) => {
-            // npm's unpublish may double a path prefix here (PROTOCOL.md
-            // §3.4); the tarball went with the version, so report success.
-            Ok(json(StatusCode::OK, r#"{"ok":true}"#))
+        (Route::Audit, _) => return Ok(json(StatusCode::OK, "{}")),
+        (Route::Upstream, _) => return cmd::upstream::redirect(registry, request),
+        // npm's unpublish may double a path prefix here (docs/npm-protocol.md,
+        // "unpublish"); the tarball went with the version, so report success.
+        (Route::UpstreamTarballDelete, _) => return Ok(json(StatusCode::OK, r#"{"ok":true}"#)),
+        (Route::UpstreamWrite, _) => {
+            return Err(ApiError::forbidden(
+                "only scoped packages (@scope/name) can be published or changed on this registry",
+            ));
         }
-        Route::Upstream => Err(ApiError::forbidden(
-            "only scoped packages (@scope/name) can be published or changed on this registry",
-        )),
-        Route::InvalidName(message) => Err(ApiError::bad_request(message)),
-        Route::NotFound
-        | Route::Ping
-        | Route::Whoami
-        | Route::Logout
-        | Route::User(_)
-        | Route::Audit => Err(ApiError::not_found("not found")),
+        (Route::InvalidName(message), _) => return Err(ApiError::bad_request(message)),
+        (Route::MethodNotAllowed, _) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            ));
+        }
+        (Route::NotFound | Route::Package { .. }, _) => {
+            return Err(ApiError::not_found("not found"));
+        }
+    };
+    match op {
+        Op::Packument => cmd::packument::get(registry, request, &name).await,
+        Op::Version(spec) => cmd::packument::get_version(registry, &name, &spec).await,
+        Op::Tarball(file) => cmd::tarball::get(registry, &name, &file).await,
+        Op::Put => cmd::publish::put(registry, request, access, &name, body).await,
+        Op::UnpublishVersions { rev } => {
+            cmd::unpublish::remove_versions(registry, &name, &rev, body).await
+        }
+        Op::UnpublishPackage { rev } => cmd::unpublish::remove_package(registry, &name, &rev).await,
+        Op::DeleteTarball { rev, .. } => cmd::tarball::delete(registry, &name, &rev).await,
+        Op::DistTags => cmd::dist_tags::list(registry, &name).await,
+        Op::AddDistTag(tag) => cmd::dist_tags::add(registry, &name, &tag, &body).await,
+        Op::RemoveDistTag(tag) => cmd::dist_tags::remove(registry, &name, &tag).await,
     }
 }
 
-fn is_read_method(method: &Method) -> bool {
-    method == Method::GET || method == Method::HEAD
+/// The path as it may appear in a log: anything that could be `npm
+/// logout`'s path (any spelling: percent-encoded slashes, doubled slashes,
+/// any case) is logged as `.../-/user/token/<redacted>`, since it carries a
+/// token.
+pub fn loggable_path(path: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let mut collapsed = String::with_capacity(decoded.len());
+    for c in decoded.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c.to_ascii_lowercase());
+        }
+    }
+    if collapsed.contains("/-/user/token") || collapsed.contains("/user/token/") {
+        let cut = path.find("/-/").map_or(0, |i| i + 3);
+        return format!("{}user/token/<redacted>", &path[..cut]);
+    }
+    path.to_string()
 }
 
-fn is_tarball_delete(path: &str) -> bool {
-    path.rsplit_once("/-rev/")
-        .is_some_and(|(before, _)| before.ends_with(".tgz"))
+/// Whether the request says it carries a body.
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
-fn method_not_allowed() -> ApiError {
+/// Reads what is left of a body, up to [`DRAIN_LIMIT`] bytes within a
+/// second: whether it ended (the connection may then be kept).
+async fn drain(body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin)) -> bool {
+    let mut seen = 0u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(chunk))) => {
+                seen += chunk.remaining() as u64;
+                if seen > DRAIN_LIMIT {
+                    return false;
+                }
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this path",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the request body is larger than this route's limit of {limit} bytes (server.max_body_size for publishes)"
+        ),
     )
 }
 
+fn too_slow(timeout: Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request body sent nothing for {} s (server.body_timeout)",
+            timeout.as_secs()
+        ),
+    )
+}
+
+/// The next chunk of `body`, or 408 when none arrives within `timeout`.
+async fn next_chunk<B: Buf>(
+    body: &mut (impl Stream<Item = Result<B, warp::Error>> + Unpin),
+    timeout: Duration,
+) -> Result<Option<B>, ApiError> {
+    match tokio::time::timeout(timeout, body.next()).await {
+        Err(_) => Err(too_slow(timeout)),
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        Ok(Some(Err(e))) => Err(ApiError::bad_request(format!(
+            "could not read the request body: {e}"
+        ))),
+    }
+}
+
 /// Reads a request body of at most `limit` bytes: 413 when the declared
-/// `Content-Length` or the bytes actually sent exceed it.
+/// `Content-Length` or the bytes actually sent exceed it, 408 when no byte
+/// arrives for `timeout`. The buffer grows with the bytes received, never
+/// with what the client declared.
 pub async fn read_body(
     headers: &HeaderMap,
     mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
     limit: u64,
+    timeout: Duration,
 ) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is larger than this registry's limit of {limit} bytes (server.max_body_size)"
-            ),
-        )
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
+        return Err(too_large(limit));
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk
-            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+    let mut buf = BytesMut::new();
+    while let Some(mut chunk) = next_chunk(&mut body, timeout).await? {
         if buf.len() as u64 + chunk.remaining() as u64 > limit {
-            return Err(too_large());
+            return Err(too_large(limit));
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();
@@ -235,41 +343,42 @@ pub async fn read_body(
     Ok(buf.freeze())
 }
 
-/// A JSON response with `Cache-Control: no-store` (answers to writes and
-/// per-user reads must not be cached).
-pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
-    let body: Bytes = body.into();
-    let mut response = Response::new(body.clone().into());
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+/// Consumes a body of at most `limit` bytes without keeping it.
+async fn discard_body(
+    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin),
+    limit: u64,
+    timeout: Duration,
+) -> Result<(), ApiError> {
+    let mut seen = 0u64;
+    while let Some(chunk) = next_chunk(body, timeout).await? {
+        seen += chunk.remaining() as u64;
+        if seen > limit {
+            return Err(too_large(limit));
+        }
+    }
+    Ok(())
 }
 
-/// `{"ok": true, "id": NAME, "rev": REV}`: npm's success answer to writes.
-pub fn ok(status: StatusCode, id: &str, rev: &str) -> Response {
-    json(
-        status,
-        serde_json::json!({ "ok": true, "id": id, "rev": rev }).to_string(),
-    )
-}
-
-/// Renders an [`ApiError`] as `{"error": ...}` with its status.
+/// Renders an [`ApiError`] as `{"error": ...}` with its status (and
+/// `WWW-Authenticate`, `Retry-After` when set). Server errors are logged,
+/// at most one line per status every 10 s, so a flood of failing requests
+/// leaves access-log lines, not an error line each.
 pub fn error_response(error: ApiError) -> Response {
-    if error.status.is_server_error() {
-        log::error!("{error}");
+    match error.status {
+        StatusCode::INTERNAL_SERVER_ERROR => log_limited(log::Level::Error, "500", &error),
+        s if s.is_server_error() => log_limited(log::Level::Warn, "5xx", &error),
+        _ => {}
     }
     let mut response = json(error.status, error.body());
+    let h = response.headers_mut();
     if let Some(challenge) = error.www_authenticate {
-        response.headers_mut().insert(
+        h.insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static(challenge),
         );
+    }
+    if let Some(seconds) = error.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }
@@ -279,15 +388,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_in_paths_are_redacted() {
-        assert_eq!(
-            loggable_path("/-/user/token/npm_secret"),
-            "/-/user/token/<redacted>"
-        );
-        assert_eq!(
-            loggable_path("/npm/-/user/token/x%2Fy"),
-            "/npm/-/user/token/<redacted>"
-        );
+    fn tokens_in_paths_are_redacted_in_every_spelling() {
+        for path in [
+            "/-/user/token/npm_secret",
+            "/npm/-/user/token/x%2Fy",
+            "/-/user/token%2Fnpm_secret",
+            "/-//user/token/npm_secret",
+            "/-/user//token/npm_secret",
+            "/-/USER/Token/npm_secret",
+            "/-/user%2ftoken%2fnpm_secret",
+        ] {
+            let logged = loggable_path(path);
+            assert!(!logged.contains("secret"), "{path} logged as {logged}");
+            assert!(logged.ends_with("<redacted>"), "{logged}");
+        }
         assert_eq!(loggable_path("/@acme%2fwidget"), "/@acme%2fwidget");
     }
 
@@ -299,24 +413,42 @@ mod tests {
                 Ok(Bytes::from_static(b"6789")),
             ])
         };
+        let t = Duration::from_secs(5);
         let mut headers = HeaderMap::new();
-        assert_eq!(read_body(&headers, chunks(), 9).await.unwrap(), "123456789");
         assert_eq!(
-            read_body(&headers, chunks(), 8).await.unwrap_err().status,
+            read_body(&headers, chunks(), 9, t).await.unwrap(),
+            "123456789"
+        );
+        assert_eq!(
+            read_body(&headers, chunks(), 8, t)
+                .await
+                .unwrap_err()
+                .status,
             413
         );
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(100));
         assert_eq!(
-            read_body(&headers, chunks(), 50).await.unwrap_err().status,
+            read_body(&headers, chunks(), 50, t)
+                .await
+                .unwrap_err()
+                .status,
             413
         );
     }
 
-    #[test]
-    fn tarball_deletes_are_recognised() {
-        assert!(is_tarball_delete(
-            "/scoped/@acme/widget/-/widget-1.0.0.tgz/-rev/3-a"
-        ));
-        assert!(!is_tarball_delete("/lodash/-rev/3-a"));
+    #[tokio::test]
+    async fn a_stalled_body_times_out() {
+        let stalled =
+            futures_util::stream::iter(vec![Ok::<_, warp::Error>(Bytes::from_static(b"{"))])
+                .chain(futures_util::stream::pending());
+        let e = read_body(
+            &HeaderMap::new(),
+            Box::pin(stalled),
+            100,
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.status, 408);
     }
 }

@@ -7,12 +7,15 @@
 pub mod auth;
 pub mod cmd;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod github;
 pub mod http;
+pub mod limits;
 pub mod name;
 pub mod packument;
 pub mod registry;
+pub mod request;
 pub mod route;
 pub mod server;
 pub mod storage;

@@ -100,7 +100,7 @@ impl PackageName {
     }
 
     /// The canonical tarball path for `version`, relative to the registry
-    /// root: `@acme/widget/-/widget-1.0.0.tgz` (npm's layout, PROTOCOL.md §3.2).
+    /// root: `@acme/widget/-/widget-1.0.0.tgz` (npm's layout, docs/npm-protocol.md, "Tarballs").
     pub fn tarball_path(&self, version: &Version) -> String {
         format!("{}/-/{}", self.full, self.tarball_file(version))
     }

@@ -1,7 +1,7 @@
 //! The packument: the document npm reads for a package, and every rule that
 //! changes it.
 //!
-//! A packument (PROTOCOL.md §3.1) has `_id`, `_rev`, `name`, `dist-tags`,
+//! A packument (docs/npm-protocol.md, "Packuments") has `_id`, `_rev`, `name`, `dist-tags`,
 //! `versions` (version → version manifest) and `time` (`created`,
 //! `modified`, one ISO-8601 timestamp per version ever published). nmr stores
 //! that canonical form and derives the served documents from it with
@@ -50,7 +50,7 @@ pub struct Packument {
 }
 
 /// What the registry computed from a published tarball: these replace whatever
-/// the client claimed (SECURITY-LESSONS.md §3).
+/// the client claimed (docs/security.md, "Lessons from other registries").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DistInfo {
     /// Hex SHA-1 of the tarball (npm's `shasum`).
@@ -79,7 +79,7 @@ pub enum PublishOutcome {
     /// The packument after adding the version.
     Published(Box<Packument>),
     /// The same version with the same integrity is already stored: a client
-    /// retry after a lost answer (PROTOCOL.md §1.7). Nothing changes.
+    /// retry after a lost answer (docs/npm-protocol.md, "Retries"). Nothing changes.
     AlreadyPublished,
 }
 
@@ -94,7 +94,7 @@ const REGISTRY_FIELDS: &[&str] = &[
 ];
 
 /// Fields of a version manifest the abbreviated document keeps
-/// (PROTOCOL.md §3.1), plus `libc`.
+/// (docs/npm-protocol.md, "Packuments"), plus `libc`.
 const ABBREVIATED_FIELDS: &[&str] = &[
     "name",
     "version",
@@ -314,7 +314,7 @@ pub fn publish(
 }
 
 /// Applies `npm deprecate` / `npm undeprecate`: for each version in `body`
-/// (the `versions` object of the PUT, PROTOCOL.md §3.5) that carries
+/// (the `versions` object of the PUT, docs/npm-protocol.md, "deprecate") that carries
 /// `deprecated`, a non-empty string sets the message and `""` clears it.
 /// Nothing else in the body is taken. A version the package does not have is
 /// refused (400): a metadata update never adds versions.
@@ -356,7 +356,7 @@ pub fn deprecate(doc: &mut Packument, body: &Map<String, Value>) -> Result<bool,
 }
 
 /// Removes every stored version that `keep` (the version keys of the
-/// unpublish PUT body, PROTOCOL.md §3.4) lacks. The tombstone stays in
+/// unpublish PUT body, docs/npm-protocol.md, "unpublish") lacks. The tombstone stays in
 /// `time`; dist-tags pointing at a removed version are dropped, and if
 /// `latest` was removed it moves to the highest stable version left (not
 /// whatever the client computed). A body naming a version the package does
@@ -527,7 +527,7 @@ pub fn render_full(name: &PackageName, doc: &Packument, public_url: &str) -> Val
 /// `Accept: application/vnd.npm.install-v1+json`: `name`, `modified`,
 /// `dist-tags`, and per version only the install fields, plus
 /// `hasInstallScript` when a `preinstall`, `install` or `postinstall` script
-/// exists (PROTOCOL.md §3.1).
+/// exists (docs/npm-protocol.md, "Packuments").
 pub fn render_abbreviated(name: &PackageName, doc: &Packument, public_url: &str) -> Value {
     let versions: Map<String, Value> = doc
         .versions

@@ -1,6 +1,10 @@
 //! The registry's shared state: configuration and the services every
 //! handler uses, built once at startup and shared behind an `Arc`.
 
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::storage::Storage;
@@ -9,15 +13,38 @@ use crate::store::Store;
 /// Everything a request handler needs.
 pub struct Registry {
     pub config: Config,
-    /// Metadata store (packuments).
-    pub store: Store,
+    /// Metadata store (packuments); shared with blocking tasks.
+    pub store: Arc<Store>,
     /// Tarball storage.
     pub storage: Storage,
     /// Authorization model.
     pub auth: Auth,
     /// Base URL clients reach nmr at, ending in `/`.
     pub public_url: String,
-    /// Path part of `public_url` (`/` or e.g. `/npm/`): every route is served
-    /// under it.
+    /// Path part of `public_url` (`/` or e.g. `/npm/`).
     pub path_prefix: String,
+    /// `server.trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Slots for parsing write bodies (see [`crate::cmd::parse_blocking`]).
+    pub parse_slots: Semaphore,
+}
+
+impl Registry {
+    /// The request path below the public URL's prefix: a path that starts
+    /// with the prefix (`/npm/-/ping` under `/npm/`) has it removed, any
+    /// other is served as is, since reverse proxies differ in whether they
+    /// strip it before forwarding.
+    pub fn strip_prefix<'a>(&self, path: &'a str) -> &'a str {
+        let prefix = self.path_prefix.trim_end_matches('/');
+        match path.strip_prefix(prefix) {
+            Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
+                if rest.is_empty() {
+                    "/"
+                } else {
+                    rest
+                }
+            }
+            _ => path,
+        }
+    }
 }

@@ -1,31 +1,43 @@
-//! Request paths to routes: which npm endpoint a path names.
+//! Requests to routes: which npm endpoint a method and path name, and what
+//! each endpoint needs before its body is read: the [`Action`] it is
+//! authorized for and how large its body may be.
 //!
-//! warp does not percent-decode path segments (DEPENDENCIES.md §3), and npm
-//! writes scoped names three ways, so this module does it once, as a plain
-//! function over the raw path (with the public URL's path prefix already
-//! removed). The shapes, from PROTOCOL.md §2:
+//! warp does not percent-decode path segments (docs/dependencies.md,
+//! "warp"), and npm writes scoped names three ways, so this module does it
+//! once, as a plain function over the method and the raw path (with the
+//! public URL's path prefix already removed). The shapes
+//! (docs/npm-protocol.md, "Endpoints"):
 //!
-//! | path | route |
+//! | method and path | route |
 //! |---|---|
-//! | `-/ping`, `-/whoami` | [`Route::Ping`], [`Route::Whoami`] |
-//! | `-/user/token/TOKEN` | [`Route::Logout`] |
-//! | `-/user/org.couchdb.user:NAME` | [`Route::User`] |
-//! | `-/v1/login` | [`Route::WebLogin`] |
-//! | `-/npm/v1/security/advisories/bulk` | [`Route::Audit`] |
-//! | `-/package/ESC/dist-tags[/TAG]` | [`Route::DistTags`] |
-//! | `ESC` | [`Target::Document`] |
-//! | `ESC/VERSION-OR-TAG-OR-RANGE` | [`Target::Version`] |
-//! | `ESC/-rev/REV` | [`Target::Rev`] |
-//! | `@scope/name/-/FILE.tgz` | [`Target::Tarball`] |
-//! | `@scope/name/-/FILE.tgz/-rev/REV` | [`Target::TarballRev`] |
+//! | `GET -/ping`, `GET -/whoami` | [`Route::Ping`], [`Route::Whoami`] |
+//! | `DELETE -/user/token/TOKEN` | [`Route::Logout`] |
+//! | `PUT -/user/org.couchdb.user:NAME` | [`Route::Login`] |
+//! | `POST -/v1/login` | [`Route::WebLogin`] |
+//! | `POST -/npm/v1/security/advisories/bulk` | [`Route::Audit`] |
+//! | `GET -/package/ESC/dist-tags` | [`Op::DistTags`] |
+//! | `PUT`, `DELETE -/package/ESC/dist-tags/TAG` | [`Op::AddDistTag`], [`Op::RemoveDistTag`] |
+//! | `GET ESC` | [`Op::Packument`] |
+//! | `PUT ESC` | [`Op::Put`] (publish or deprecate) |
+//! | `GET ESC/VERSION-OR-TAG-OR-RANGE` | [`Op::Version`] |
+//! | `PUT`, `DELETE ESC/-rev/REV` | [`Op::UnpublishVersions`], [`Op::UnpublishPackage`] |
+//! | `GET @scope/name/-/FILE.tgz` | [`Op::Tarball`] |
+//! | `DELETE @scope/name/-/FILE.tgz/-rev/REV` | [`Op::DeleteTarball`] |
 //!
 //! `ESC` is `@scope%2fname` (any case of `%2f`), `%40scope%2fname`, or
-//! `@scope/name` as two segments. Scoped names are validated here; unscoped
-//! ones become [`Route::Upstream`], since nmr only redirects them.
+//! `@scope/name` as two segments; `HEAD` is routed as `GET`. Scoped names
+//! are validated here; unscoped ones become [`Route::Upstream`], since nmr
+//! only redirects them.
 
+use http::Method;
 use percent_encoding::percent_decode_str;
 
+use crate::auth::Action;
 use crate::name::PackageName;
+
+/// The body limit of routes whose bodies are small by nature (login,
+/// dist-tag add, and every route that takes no body at all).
+pub const SMALL_BODY: u64 = 64 * 1024;
 
 /// An npm endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,37 +46,99 @@ pub enum Route {
     Whoami,
     /// `npm logout`; the token in the path is never logged.
     Logout,
-    /// `npm login --auth-type=legacy`: `-/user/org.couchdb.user:NAME`.
-    User(String),
+    /// `npm login --auth-type=legacy`: `PUT -/user/org.couchdb.user:NAME`.
+    Login(String),
     /// npm's web login, `-/v1/login`: not offered, so npm falls back to legacy.
     WebLogin,
+    /// `npm audit`'s bulk advisory request: answered with no advisories.
     Audit,
-    /// `-/package/ESC/dist-tags` (tag `None`) or `.../dist-tags/TAG`.
-    DistTags {
-        name: PackageName,
-        tag: Option<String>,
-    },
-    /// A route on a scoped package this registry hosts.
+    /// An endpoint on a scoped package this registry hosts.
     Package {
         name: PackageName,
-        target: Target,
+        op: Op,
     },
-    /// A route on an unscoped package: answered by the upstream registry.
+    /// A read of an unscoped package: answered by the upstream registry.
     Upstream,
+    /// npm's tarball DELETE of an unpublish with a doubled path prefix
+    /// (docs/npm-protocol.md, "unpublish"): the tarball already went with its
+    /// version, so this only answers success.
+    UpstreamTarballDelete,
+    /// A write to an unscoped package (403).
+    UpstreamWrite,
     /// A path naming a scoped package whose name is invalid (400).
     InvalidName(String),
+    /// A known path with a method it does not take (405).
+    MethodNotAllowed,
     /// Nothing here (404).
     NotFound,
 }
 
-/// What a package route addresses.
+/// What a package route does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Document,
+pub enum Op {
+    Packument,
     Version(String),
-    Rev(String),
     Tarball(String),
-    TarballRev(String),
+    /// `PUT ESC`: a publish (with `_attachments`) or a deprecation.
+    Put,
+    UnpublishVersions {
+        rev: String,
+    },
+    UnpublishPackage {
+        rev: String,
+    },
+    DeleteTarball {
+        file: String,
+        rev: String,
+    },
+    DistTags,
+    AddDistTag(String),
+    RemoveDistTag(String),
+}
+
+impl Op {
+    /// The action the route is authorized for.
+    pub fn action(&self) -> Action {
+        match self {
+            Op::Packument | Op::Version(_) | Op::Tarball(_) | Op::DistTags => Action::Read,
+            Op::Put => Action::Publish,
+            Op::AddDistTag(_) | Op::RemoveDistTag(_) => Action::DistTag,
+            Op::UnpublishVersions { .. }
+            | Op::UnpublishPackage { .. }
+            | Op::DeleteTarball { .. } => Action::Unpublish,
+        }
+    }
+}
+
+impl Route {
+    /// The package and action a route is authorized for; `None` for routes
+    /// that are not about one package.
+    pub fn package(&self) -> Option<(&PackageName, Action)> {
+        match self {
+            Route::Package { name, op } => Some((name, op.action())),
+            _ => None,
+        }
+    }
+
+    /// The largest body the route reads, in bytes: `max_body_size` for the
+    /// routes that carry a packument (publish, deprecate, unpublish), and
+    /// [`SMALL_BODY`] for every other.
+    pub fn body_limit(&self, max_body_size: u64) -> u64 {
+        match self {
+            Route::Package {
+                op: Op::Put | Op::UnpublishVersions { .. },
+                ..
+            }
+            | Route::Audit => max_body_size,
+            _ => SMALL_BODY,
+        }
+    }
+
+    /// Whether the route only needs its body to be consumed, not kept
+    /// (npm audit's request, answered with no advisories).
+    pub fn discards_body(&self) -> bool {
+        matches!(self, Route::Audit)
+    }
 }
 
 fn decode(segment: &str) -> Option<String> {
@@ -74,67 +148,113 @@ fn decode(segment: &str) -> Option<String> {
         .map(|s| s.into_owned())
 }
 
-/// Parses a raw request path relative to the registry root (no leading `/`
-/// needed, query excluded).
-pub fn parse(path: &str) -> Route {
+/// Parses a request: `method` and the raw `path` relative to the registry
+/// root (no leading `/` needed, query excluded).
+pub fn parse(method: &Method, path: &str) -> Route {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let only = |m: Method, route: Route| {
+        if *method == m {
+            route
+        } else {
+            Route::MethodNotAllowed
+        }
+    };
     match segments.as_slice() {
         [""] => Route::NotFound,
-        ["-", "ping"] => Route::Ping,
-        ["-", "whoami"] => Route::Whoami,
-        ["-", "user", "token", _] => Route::Logout,
+        ["-", "ping"] => only(Method::GET, Route::Ping),
+        ["-", "whoami"] => only(Method::GET, Route::Whoami),
+        ["-", "user", "token", _] => only(Method::DELETE, Route::Logout),
         ["-", "user", user] => match decode(user)
             .as_deref()
             .and_then(|u| u.strip_prefix("org.couchdb.user:"))
         {
-            Some(name) => Route::User(name.to_string()),
+            Some(name) => only(Method::PUT, Route::Login(name.to_string())),
             None => Route::NotFound,
         },
         ["-", "v1", "login"] => Route::WebLogin,
-        ["-", "npm", "v1", "security", "advisories", "bulk"] => Route::Audit,
-        ["-", "package", rest @ ..] => parse_dist_tags(rest),
+        ["-", "npm", "v1", "security", "advisories", "bulk"] => only(Method::POST, Route::Audit),
+        ["-", "package", rest @ ..] => parse_dist_tags(method, rest),
         ["-", ..] => Route::NotFound,
-        _ => parse_package(&segments),
+        _ => parse_package(method, &segments),
     }
 }
 
-fn parse_dist_tags(rest: &[&str]) -> Route {
+fn parse_dist_tags(method: &Method, rest: &[&str]) -> Route {
     let (name, rest) = match split_name(rest) {
         Ok(Some(split)) => split,
-        Ok(None) => return Route::Upstream,
+        Ok(None) => return upstream(method, rest),
         Err(e) => return e,
     };
-    match rest {
-        ["dist-tags"] => Route::DistTags { name, tag: None },
-        ["dist-tags", tag] => match decode(tag) {
-            Some(tag) => Route::DistTags {
-                name,
-                tag: Some(tag),
-            },
-            None => Route::NotFound,
+    let op = match (rest, method.clone()) {
+        (["dist-tags"], Method::GET) => Op::DistTags,
+        (["dist-tags", tag], m) if m == Method::PUT || m == Method::DELETE => {
+            let Some(tag) = decode(tag) else {
+                return Route::NotFound;
+            };
+            if m == Method::PUT {
+                Op::AddDistTag(tag)
+            } else {
+                Op::RemoveDistTag(tag)
+            }
+        }
+        (["dist-tags"] | ["dist-tags", _], _) => return Route::MethodNotAllowed,
+        _ => return Route::NotFound,
+    };
+    Route::Package { name, op }
+}
+
+fn parse_package(method: &Method, segments: &[&str]) -> Route {
+    let (name, rest) = match split_name(segments) {
+        Ok(Some(split)) => split,
+        Ok(None) => return upstream(method, segments),
+        Err(e) => return e,
+    };
+    let op = match (rest, method.clone()) {
+        ([] | [""], Method::GET) => Op::Packument,
+        ([] | [""], Method::PUT) => Op::Put,
+        (["-rev", rev], Method::PUT) => Op::UnpublishVersions {
+            rev: rev.to_string(),
         },
-        _ => Route::NotFound,
+        (["-rev", rev], Method::DELETE) => Op::UnpublishPackage {
+            rev: rev.to_string(),
+        },
+        (["-", file], Method::GET) => Op::Tarball(file.to_string()),
+        (["-", file, "-rev", rev], Method::DELETE) => Op::DeleteTarball {
+            file: file.to_string(),
+            rev: rev.to_string(),
+        },
+        ([spec], Method::GET) if *spec != "-" && *spec != "-rev" => match decode(spec) {
+            Some(spec) => Op::Version(spec),
+            None => return Route::NotFound,
+        },
+        ([] | [""] | ["-rev", _] | ["-", _] | ["-", _, "-rev", _], _) => {
+            return Route::MethodNotAllowed;
+        }
+        ([spec], _) if *spec != "-" && *spec != "-rev" => return Route::MethodNotAllowed,
+        _ => return Route::NotFound,
+    };
+    Route::Package { name, op }
+}
+
+/// The route of an unscoped name: reads go upstream; the tarball DELETE of
+/// an unpublish (a doubled prefix) is acknowledged; other writes are refused.
+fn upstream(method: &Method, segments: &[&str]) -> Route {
+    if *method == Method::GET {
+        Route::Upstream
+    } else if *method == Method::DELETE && is_tarball_delete(segments) {
+        Route::UpstreamTarballDelete
+    } else {
+        Route::UpstreamWrite
     }
 }
 
-fn parse_package(segments: &[&str]) -> Route {
-    let (name, rest) = match split_name(segments) {
-        Ok(Some(split)) => split,
-        Ok(None) => return Route::Upstream,
-        Err(e) => return e,
-    };
-    let target = match rest {
-        [] | [""] => Target::Document,
-        ["-rev", rev] => Target::Rev(rev.to_string()),
-        ["-", file] => Target::Tarball(file.to_string()),
-        ["-", file, "-rev", _] => Target::TarballRev(file.to_string()),
-        [spec] if *spec != "-" => match decode(spec) {
-            Some(spec) => Target::Version(spec),
-            None => return Route::NotFound,
-        },
-        _ => return Route::NotFound,
-    };
-    Route::Package { name, target }
+fn is_tarball_delete(segments: &[&str]) -> bool {
+    matches!(segments, [.., file, "-rev", _] if file.ends_with(".tgz"))
 }
 
 /// Splits the package name off the front of `segments`. `Ok(None)` for an
@@ -170,11 +290,15 @@ fn split_name<'a>(segments: &'a [&'a str]) -> Result<Option<(PackageName, &'a [&
 mod tests {
     use super::*;
 
-    fn pkg(name: &str, target: Target) -> Route {
+    fn pkg(name: &str, op: Op) -> Route {
         Route::Package {
             name: PackageName::parse(name).unwrap(),
-            target,
+            op,
         }
+    }
+
+    fn get(path: &str) -> Route {
+        parse(&Method::GET, path)
     }
 
     #[test]
@@ -185,85 +309,172 @@ mod tests {
             "/%40acme%2fwidget",
             "/@acme/widget",
         ] {
-            assert_eq!(parse(path), pkg("@acme/widget", Target::Document), "{path}");
+            assert_eq!(get(path), pkg("@acme/widget", Op::Packument), "{path}");
+        }
+        assert_eq!(
+            parse(&Method::HEAD, "/@acme/widget"),
+            pkg("@acme/widget", Op::Packument)
+        );
+    }
+
+    #[test]
+    fn package_routes_and_their_actions() {
+        let cases = [
+            (
+                Method::GET,
+                "/@acme%2fwidget/1.0.0",
+                Op::Version("1.0.0".into()),
+                Action::Read,
+            ),
+            (
+                Method::GET,
+                "/@acme/widget/latest",
+                Op::Version("latest".into()),
+                Action::Read,
+            ),
+            (
+                Method::GET,
+                "/@acme%2fwidget/%5E1.0.0",
+                Op::Version("^1.0.0".into()),
+                Action::Read,
+            ),
+            (Method::PUT, "/@acme%2fwidget", Op::Put, Action::Publish),
+            (
+                Method::PUT,
+                "/@acme%2fwidget/-rev/3-abc",
+                Op::UnpublishVersions {
+                    rev: "3-abc".into(),
+                },
+                Action::Unpublish,
+            ),
+            (
+                Method::DELETE,
+                "/@acme%2fwidget/-rev/3-abc",
+                Op::UnpublishPackage {
+                    rev: "3-abc".into(),
+                },
+                Action::Unpublish,
+            ),
+            (
+                Method::GET,
+                "/@acme/widget/-/widget-1.0.0.tgz",
+                Op::Tarball("widget-1.0.0.tgz".into()),
+                Action::Read,
+            ),
+            (
+                Method::DELETE,
+                "/@acme/widget/-/widget-1.0.0.tgz/-rev/4-x",
+                Op::DeleteTarball {
+                    file: "widget-1.0.0.tgz".into(),
+                    rev: "4-x".into(),
+                },
+                Action::Unpublish,
+            ),
+            (
+                Method::GET,
+                "/-/package/@acme%2fwidget/dist-tags",
+                Op::DistTags,
+                Action::Read,
+            ),
+            (
+                Method::PUT,
+                "/-/package/@acme/widget/dist-tags/beta",
+                Op::AddDistTag("beta".into()),
+                Action::DistTag,
+            ),
+            (
+                Method::DELETE,
+                "/-/package/@acme/widget/dist-tags/beta",
+                Op::RemoveDistTag("beta".into()),
+                Action::DistTag,
+            ),
+        ];
+        for (method, path, op, action) in cases {
+            let route = parse(&method, path);
+            assert_eq!(route, pkg("@acme/widget", op), "{method} {path}");
+            assert_eq!(route.package().unwrap().1, action, "{method} {path}");
         }
     }
 
     #[test]
-    fn package_targets() {
-        assert_eq!(
-            parse("/@acme%2fwidget/1.0.0"),
-            pkg("@acme/widget", Target::Version("1.0.0".into()))
-        );
-        assert_eq!(
-            parse("/@acme/widget/latest"),
-            pkg("@acme/widget", Target::Version("latest".into()))
-        );
-        assert_eq!(
-            parse("/@acme%2fwidget/%5E1.0.0"),
-            pkg("@acme/widget", Target::Version("^1.0.0".into()))
-        );
-        assert_eq!(
-            parse("/@acme%2fwidget/-rev/3-abc"),
-            pkg("@acme/widget", Target::Rev("3-abc".into()))
-        );
-        assert_eq!(
-            parse("/@acme/widget/-/widget-1.0.0.tgz"),
-            pkg("@acme/widget", Target::Tarball("widget-1.0.0.tgz".into()))
-        );
-        assert_eq!(
-            parse("/@acme/widget/-/widget-1.0.0.tgz/-rev/4-x"),
-            pkg(
-                "@acme/widget",
-                Target::TarballRev("widget-1.0.0.tgz".into())
-            )
-        );
+    fn methods_a_path_does_not_take() {
+        for (method, path) in [
+            (Method::DELETE, "/@acme/widget"),
+            (Method::POST, "/@acme/widget"),
+            (Method::PUT, "/@acme/widget/-/widget-1.0.0.tgz"),
+            (Method::PUT, "/@acme/widget/1.0.0"),
+            (Method::DELETE, "/-/package/@acme/widget/dist-tags"),
+            (Method::GET, "/-/package/@acme/widget/dist-tags/beta"),
+            (Method::POST, "/-/ping"),
+        ] {
+            assert_eq!(
+                parse(&method, path),
+                Route::MethodNotAllowed,
+                "{method} {path}"
+            );
+        }
     }
 
     #[test]
-    fn dist_tag_routes() {
-        let name = PackageName::parse("@acme/widget").unwrap();
+    fn body_limits() {
+        let max = 100 << 20;
+        assert_eq!(parse(&Method::PUT, "/@acme/widget").body_limit(max), max);
         assert_eq!(
-            parse("/-/package/@acme%2fwidget/dist-tags"),
-            Route::DistTags {
-                name: name.clone(),
-                tag: None
-            }
+            parse(&Method::PUT, "/@acme/widget/-rev/1-a").body_limit(max),
+            max
         );
         assert_eq!(
-            parse("/-/package/@acme/widget/dist-tags/beta"),
-            Route::DistTags {
-                name,
-                tag: Some("beta".into())
-            }
+            parse(&Method::PUT, "/-/package/@acme/widget/dist-tags/x").body_limit(max),
+            SMALL_BODY
         );
-        assert_eq!(parse("/-/package/lodash/dist-tags"), Route::Upstream);
+        assert_eq!(
+            parse(&Method::PUT, "/-/user/org.couchdb.user:alice").body_limit(max),
+            SMALL_BODY
+        );
+        assert_eq!(get("/@acme/widget").body_limit(max), SMALL_BODY);
     }
 
     #[test]
     fn fixed_routes() {
-        assert_eq!(parse("/-/ping"), Route::Ping);
-        assert_eq!(parse("/-/whoami"), Route::Whoami);
-        assert_eq!(parse("/-/user/token/abc"), Route::Logout);
+        assert_eq!(get("/-/ping"), Route::Ping);
+        assert_eq!(get("/-/whoami"), Route::Whoami);
+        assert_eq!(parse(&Method::DELETE, "/-/user/token/abc"), Route::Logout);
+        let login = |path| parse(&Method::PUT, path);
         assert_eq!(
-            parse("/-/user/org.couchdb.user:alice"),
-            Route::User("alice".into())
+            login("/-/user/org.couchdb.user:alice"),
+            Route::Login("alice".into())
         );
         assert_eq!(
-            parse("/-/user/org.couchdb.user%3Aalice"),
-            Route::User("alice".into())
+            login("/-/user/org.couchdb.user%3Aalice"),
+            Route::Login("alice".into())
         );
-        assert_eq!(parse("/-/v1/login"), Route::WebLogin);
-        assert_eq!(parse("/-/npm/v1/security/advisories/bulk"), Route::Audit);
-        assert_eq!(parse("/-/nope"), Route::NotFound);
-        assert_eq!(parse("/"), Route::NotFound);
+        assert_eq!(parse(&Method::POST, "/-/v1/login"), Route::WebLogin);
+        assert_eq!(
+            parse(&Method::POST, "/-/npm/v1/security/advisories/bulk"),
+            Route::Audit
+        );
+        assert_eq!(get("/-/nope"), Route::NotFound);
+        assert_eq!(get("/"), Route::NotFound);
     }
 
     #[test]
     fn unscoped_names_go_upstream() {
-        assert_eq!(parse("/lodash"), Route::Upstream);
-        assert_eq!(parse("/lodash/-/lodash-4.17.21.tgz"), Route::Upstream);
-        assert_eq!(parse("/JSONStream/1.0.0"), Route::Upstream);
+        assert_eq!(get("/lodash"), Route::Upstream);
+        assert_eq!(get("/lodash/-/lodash-4.17.21.tgz"), Route::Upstream);
+        assert_eq!(get("/JSONStream/1.0.0"), Route::Upstream);
+        assert_eq!(get("/-/package/lodash/dist-tags"), Route::Upstream);
+        assert_eq!(parse(&Method::PUT, "/lodash"), Route::UpstreamWrite);
+        assert_eq!(
+            parse(
+                &Method::DELETE,
+                "/scoped/@acme/widget/-/widget-1.0.0.tgz/-rev/3-a"
+            ),
+            Route::UpstreamTarballDelete
+        );
+        assert_eq!(
+            parse(&Method::DELETE, "/lodash/-rev/3-a"),
+            Route::UpstreamWrite
+        );
     }
 
     #[test]
@@ -279,9 +490,9 @@ mod tests {
             "/-/package/@a%2f..%2f../dist-tags",
         ] {
             assert!(
-                matches!(parse(path), Route::InvalidName(_)),
+                matches!(get(path), Route::InvalidName(_)),
                 "{path}: {:?}",
-                parse(path)
+                get(path)
             );
         }
     }

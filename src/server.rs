@@ -1,17 +1,23 @@
 //! Startup and shutdown: bind the listener, open the metadata store and
-//! tarball storage, serve until SIGINT or SIGTERM, then finish in-flight
-//! requests and close LevelDB cleanly.
+//! tarball storage, serve (through `conn.rs`) until SIGINT or SIGTERM, then
+//! finish in-flight requests and close LevelDB cleanly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::auth::Auth;
 use crate::config::{Config, parse_base_url};
+use crate::github::KnownTokens;
 use crate::registry::Registry;
 use crate::storage::Storage;
 use crate::store::Store;
+
+/// How long a token GitHub accepted stays known (exempt from the per-address
+/// budget) without being accepted again: 90 days.
+pub const KNOWN_TOKEN_MAX_AGE: u64 = 90 * 24 * 3600;
 
 /// A reason nmr cannot start; `Display` is the one line printed before
 /// exiting with status 2.
@@ -23,12 +29,34 @@ pub struct StartupError(pub String);
 pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, StartupError> {
     let public_url = config.public_url(bound);
     let path_prefix = parse_base_url(&public_url).map_err(StartupError)?;
-    let store = Store::open(&config.db.path, &public_url)
-        .map_err(|e| StartupError(format!("db.path: {e}")))?;
+    let store = Arc::new(
+        Store::open(&config.db.path, &public_url)
+            .map_err(|e| StartupError(format!("db.path: {e}")))?,
+    );
     let storage = Storage::from_config(&config.storage)
         .await
         .map_err(|e| StartupError(e.to_string()))?;
-    let auth = Auth::from_config(&config.auth).map_err(StartupError)?;
+    let since = crate::github::unix_now().saturating_sub(KNOWN_TOKEN_MAX_AGE);
+    let remembered = store
+        .known_tokens(since)
+        .map_err(|e| StartupError(format!("db.path: {e}")))?;
+    let writer = store.clone();
+    let known = KnownTokens::new(
+        config.auth.github.cache_size,
+        remembered,
+        Box::new(move |hash, at| {
+            let store = writer.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.remember_token(&hash, at) {
+                    log::warn!("cannot remember an accepted token: {e}");
+                }
+            });
+        }),
+    );
+    let auth = Auth::from_config(&config.auth, known).map_err(StartupError)?;
+    let trusted_proxies = config
+        .trusted_proxies()
+        .map_err(|e| StartupError(e.to_string()))?;
     Ok(Registry {
         config,
         store,
@@ -36,6 +64,8 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
         auth,
         public_url,
         path_prefix,
+        trusted_proxies,
+        parse_slots: tokio::sync::Semaphore::new(crate::cmd::PARSE_SLOTS),
     })
 }
 
@@ -57,12 +87,29 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         registry.public_url
     );
     log::info!("listening on {bound}, public URL {}", registry.public_url);
-
-    warp::serve(crate::http::routes(registry.clone()))
-        .incoming(listener)
-        .graceful(shutdown_signal())
-        .run()
-        .await;
+    let server = &registry.config.server;
+    match crate::conn::raise_open_files_limit() {
+        Ok((soft, hard)) => {
+            log::info!(
+                "open-files limit {soft} (hard {hard}); serving at most {} connections",
+                server.max_connections
+            );
+            if (server.max_connections as u64).saturating_add(64) > soft {
+                log::warn!(
+                    "server.max_connections ({}) is close to the open-files limit ({soft}): lower it or raise the limit",
+                    server.max_connections
+                );
+            }
+        }
+        Err(e) => log::warn!("cannot raise the open-files limit: {e}"),
+    }
+    let limits = crate::conn::Limits {
+        header_timeout: Duration::from_secs(server.header_timeout),
+        keep_alive_timeout: Duration::from_secs(server.keep_alive_timeout),
+        max_connections: server.max_connections,
+    };
+    let service = warp::service(crate::http::routes(registry.clone()));
+    crate::conn::serve(listener, service, limits, shutdown_signal()).await;
 
     log::info!("stopped accepting; closing the metadata store");
     registry

@@ -10,11 +10,12 @@
 //! | `t/{name}/{version}` | the live version's `shasum`: lets a tarball GET check the version in one lookup |
 //! | `b/{name}` | the GitHub repository the package is bound to (`{"owner", "repo"}`) |
 //! | `m/public_url` | the public URL the rendered documents were written with |
+//! | `g/{hex SHA-256}` | a token GitHub accepted: when (Unix seconds, decimal) it last did |
 //!
 //! Every change to a package is one atomic [`rusty_leveldb::WriteBatch`]
 //! written with `sync`, and the database runs on [`SyncingEnv`], whose files
 //! `fsync` on flush: rusty-leveldb itself never calls fsync
-//! (DEPENDENCIES.md §3), so without it an acknowledged publish could be lost
+//! (docs/dependencies.md, "rusty-leveldb"), so without it an acknowledged publish could be lost
 //! in a power cut.
 //!
 //! Reads of a packument are one `get` of pre-serialised (and pre-gzipped)
@@ -302,6 +303,50 @@ impl Store {
         }
         batch.put(b"m/public_url", self.public_url.as_bytes());
         self.with_db(|db| Ok(db.write(batch, true)?))
+    }
+
+    /// The tokens GitHub accepted at or after `since` (Unix seconds), by
+    /// SHA-256, with when they last were; older records are deleted.
+    pub fn known_tokens(&self, since: u64) -> Result<Vec<([u8; 32], u64)>, StoreError> {
+        let records = self.with_db(|db| {
+            let mut it = db.new_iter()?;
+            it.seek(b"g/");
+            let mut records = Vec::new();
+            while let Some((k, v)) = it.current() {
+                if !k.starts_with(b"g/") {
+                    break;
+                }
+                records.push((k.to_vec(), v.to_vec()));
+                if !it.advance() {
+                    break;
+                }
+            }
+            Ok(records)
+        })?;
+        let mut known = Vec::new();
+        let mut expired = WriteBatch::default();
+        for (key, value) in records {
+            let hash = hex::decode(&key[2..])
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok());
+            let at = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            match (hash, at) {
+                (Some(hash), Some(at)) if at >= since => known.push((hash, at)),
+                _ => expired.delete(&key),
+            }
+        }
+        self.with_db(|db| Ok(db.write(expired, false)?))?;
+        Ok(known)
+    }
+
+    /// Records that GitHub accepted the token hashed `hash` at `at` (Unix
+    /// seconds). Not synced: losing the last records in a crash only means
+    /// those tokens are budgeted once more.
+    pub fn remember_token(&self, hash: &[u8; 32], at: u64) -> Result<(), StoreError> {
+        let key = format!("g/{}", hex::encode(hash));
+        self.with_db(|db| Ok(db.put(key.as_bytes(), at.to_string().as_bytes())?))
     }
 
     /// Flushes and closes the database; later calls fail with "closed".

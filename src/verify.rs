@@ -1,18 +1,29 @@
-//! What nmr checks about a publish body before anything is written: that it
-//! is bound to the package in the URL, that its one tarball decodes to the
-//! length and hashes the client declared, and that the `package.json` inside
-//! the tarball names the same package and version (manifest confusion,
-//! SECURITY-LESSONS.md §1, §3, §4).
+//! What nmr checks about a write body before anything is written: that it
+//! is bound to the package in the URL, that a publish's one tarball decodes
+//! to the length and hashes the client declared, and that the `package.json`
+//! inside the tarball names the same package and version (manifest
+//! confusion, docs/security.md, "Lessons from other registries").
 //!
-//! The body shape is npm's publish PUT (PROTOCOL.md §3.3): `_id`, `name`,
-//! `dist-tags` (one entry), `versions` (one version manifest) and
-//! `_attachments` (`"<name>-<version>.tgz": {data: base64, length}`; a
+//! The body shape is npm's publish PUT (docs/npm-protocol.md, "publish"):
+//! `_id`, `name`, `dist-tags` (one entry), `versions` (one version manifest)
+//! and `_attachments` (`"<name>-<version>.tgz": {data: base64, length}`; a
 //! `.sigstore` provenance bundle may sit beside it and is ignored).
+//! Deprecate and unpublish PUTs carry a whole packument instead.
+//!
+//! Bodies are parsed into [`WriteBody`], which keeps each field it needs as
+//! raw JSON text and skips every other without building anything, so an
+//! authorized 100 MiB body costs a small multiple of its size in memory,
+//! never a JSON tree of its elements. The one version manifest a publish
+//! carries is parsed into a tree only once it is known to hold at most
+//! [`MAX_MANIFEST_VALUES`] JSON values.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use base64::Engine;
 use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha1::Sha1;
 use sha2::{Digest, Sha512};
@@ -24,6 +35,10 @@ use crate::packument::{DistInfo, NewVersion};
 /// The most bytes of `package/package.json` read from a tarball.
 const MAX_PACKAGE_JSON: u64 = 1024 * 1024;
 
+/// The most JSON values (objects, arrays, strings, numbers, literals) a
+/// publish's version manifest may hold; a real one holds a few hundred.
+pub const MAX_MANIFEST_VALUES: usize = 100_000;
+
 /// A publish body that passed every check, with its decoded tarball.
 #[derive(Debug)]
 pub struct VerifiedPublish {
@@ -31,7 +46,117 @@ pub struct VerifiedPublish {
     pub tarball: Bytes,
 }
 
-/// Parses a JSON request body into an object, or 400.
+/// The fields of a write body (`PUT /{pkg}`, `PUT /{pkg}/-rev/{rev}`) nmr
+/// reads, each kept as raw JSON; every other field is skipped unparsed.
+#[derive(Debug, Deserialize)]
+pub struct WriteBody {
+    #[serde(rename = "_id", default)]
+    pub id: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub name: Option<Box<RawValue>>,
+    #[serde(rename = "_rev", default)]
+    pub rev: Option<Box<RawValue>>,
+    #[serde(rename = "dist-tags", default)]
+    pub dist_tags: Option<Box<RawValue>>,
+    /// Version → its manifest, raw.
+    #[serde(default)]
+    pub versions: Option<BTreeMap<String, Box<RawValue>>>,
+    /// File name → attachment, raw.
+    #[serde(rename = "_attachments", default)]
+    pub attachments: Option<BTreeMap<String, Box<RawValue>>>,
+}
+
+impl WriteBody {
+    /// Parses a write body: 400 unless it is a JSON object with these
+    /// fields of the right kinds.
+    pub fn parse(body: &[u8]) -> Result<WriteBody, ApiError> {
+        // serde would read a struct from an array too: only an object is one.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        serde_json::from_slice(body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::bad_request(format!(
+                "the request body is not a JSON object of npm's shape: {e}"
+            )),
+            _ => ApiError::bad_request(format!("the request body is not valid JSON: {e}")),
+        })
+    }
+
+    /// Whether the body carries attachments (a publish, not a deprecation).
+    pub fn has_attachments(&self) -> bool {
+        self.attachments.as_ref().is_some_and(|a| !a.is_empty())
+    }
+
+    /// The `_rev` the client read, when it sent one as a string.
+    pub fn rev(&self) -> Option<String> {
+        self.rev
+            .as_ref()
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+    }
+
+    /// The `deprecated` field of each version, for `npm deprecate`:
+    /// `{VERSION: {"deprecated": ...}}` for the versions that carry one (as
+    /// sent; [`crate::packument::deprecate`] checks its type), and `{}` for
+    /// the others, with nothing else of the manifests parsed.
+    pub fn deprecations(&self) -> Result<Map<String, Value>, ApiError> {
+        #[derive(Deserialize)]
+        struct Deprecated {
+            #[serde(default)]
+            deprecated: Option<Box<RawValue>>,
+        }
+        let mut out = Map::new();
+        for (version, raw) in self.versions.iter().flatten() {
+            let parsed: Deprecated = serde_json::from_str(raw.get()).map_err(|_| {
+                ApiError::bad_request(format!("versions[{version:?}] must be an object"))
+            })?;
+            let mut entry = Map::new();
+            if let Some(deprecated) = parsed.deprecated {
+                let value = serde_json::from_str::<String>(deprecated.get())
+                    .map(Value::String)
+                    .unwrap_or(Value::Bool(false));
+                entry.insert("deprecated".into(), value);
+            }
+            out.insert(version.clone(), Value::Object(entry));
+        }
+        Ok(out)
+    }
+}
+
+/// How many JSON values the raw JSON text `raw` holds, counting up to
+/// `limit + 1` (enough to tell it is too many). Each opening bracket and
+/// each value after a `,` or `:` counts once, outside strings.
+pub fn count_values(raw: &str, limit: usize) -> usize {
+    let mut count = 1;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in raw.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b',' | b':' | b'[' | b'{' => {
+                count += 1;
+                if count > limit {
+                    return count;
+                }
+            }
+            _ => {}
+        }
+    }
+    count
+}
+
+/// Parses a JSON request body into an object, or 400. For small bodies
+/// only (login): the tree is built whole.
 pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
@@ -46,16 +171,14 @@ pub fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 
 /// Checks that the body's `_id` and `name`, where present, are exactly
 /// `name`: every write is bound to the package in the URL.
-pub fn check_bound_to(body: &Map<String, Value>, name: &PackageName) -> Result<(), ApiError> {
-    for field in ["_id", "name"] {
-        match body.get(field) {
-            None => {}
-            Some(Value::String(s)) if s == name.as_str() => {}
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "the body's {field} ({other}) does not match the package in the URL ({name})"
-                )));
-            }
+pub fn check_bound_to(body: &WriteBody, name: &PackageName) -> Result<(), ApiError> {
+    for (field, raw) in [("_id", &body.id), ("name", &body.name)] {
+        let Some(raw) = raw else { continue };
+        if serde_json::from_str::<String>(raw.get()).ok().as_deref() != Some(name.as_str()) {
+            let shown: String = raw.get().chars().take(100).collect();
+            return Err(ApiError::bad_request(format!(
+                "the body's {field} ({shown}) does not match the package in the URL ({name})"
+            )));
         }
     }
     Ok(())
@@ -66,12 +189,9 @@ pub fn check_bound_to(body: &Map<String, Value>, name: &PackageName) -> Result<(
 /// async runtime.
 ///
 /// Errors are 400 with a sentence naming the field at fault.
-pub fn verify_publish(
-    name: &PackageName,
-    mut body: Map<String, Value>,
-) -> Result<VerifiedPublish, ApiError> {
+pub fn verify_publish(name: &PackageName, body: WriteBody) -> Result<VerifiedPublish, ApiError> {
     let bad = |m: String| Err(ApiError::bad_request(m));
-    let Some(Value::Object(mut versions)) = body.remove("versions") else {
+    let Some(versions) = body.versions else {
         return bad("the publish body has no versions object".into());
     };
     if versions.len() != 1 {
@@ -80,14 +200,10 @@ pub fn verify_publish(
             versions.len()
         ));
     }
-    let (version_key, manifest) = std::mem::take(&mut versions)
-        .into_iter()
-        .next()
-        .expect("one version");
+    let (version_key, raw_manifest) = versions.into_iter().next().expect("one version");
     let version = Version::parse(&version_key).map_err(ApiError::bad_request)?;
-    let Value::Object(manifest) = manifest else {
-        return bad(format!("versions[{version_key:?}] must be an object"));
-    };
+    let manifest = parse_manifest(&version_key, &raw_manifest)?;
+    drop(raw_manifest);
     if manifest.get("name").and_then(Value::as_str) != Some(name.as_str()) {
         return bad(format!(
             "versions[{version_key:?}].name must be {name:?}, the package in the URL"
@@ -99,28 +215,34 @@ pub fn verify_publish(
         ));
     }
 
-    let tags = match body.get("dist-tags") {
+    let tags = match body
+        .dist_tags
+        .as_deref()
+        .map(|raw| serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get()))
+    {
         None => vec!["latest".to_string()],
-        Some(Value::Object(tags)) => {
+        Some(Ok(tags)) => {
             let mut out = Vec::new();
             for (tag, target) in tags {
-                if target.as_str() != Some(version_key.as_str()) {
+                if serde_json::from_str::<String>(target.get()).ok().as_deref()
+                    != Some(version_key.as_str())
+                {
                     return bad(format!(
                         "dist-tags.{tag} must point at the version being published ({version_key})"
                     ));
                 }
-                out.push(tag.clone());
+                out.push(tag);
             }
             out
         }
-        Some(_) => return bad("dist-tags must be an object".into()),
+        Some(Err(_)) => return bad("dist-tags must be an object".into()),
     };
 
-    let Some(Value::Object(attachments)) = body.remove("_attachments") else {
+    let Some(attachments) = body.attachments else {
         return bad("the publish body has no _attachments object".into());
     };
     let expected_file = format!("{name}-{version_key}.tgz");
-    let mut tarball_attachment: Option<Value> = None;
+    let mut tarball_attachment: Option<Box<RawValue>> = None;
     for (file, attachment) in attachments {
         if file == expected_file {
             tarball_attachment = Some(attachment);
@@ -132,10 +254,22 @@ pub fn verify_publish(
             ));
         }
     }
-    let Some(mut attachment) = tarball_attachment else {
+    let Some(attachment) = tarball_attachment else {
         return bad(format!("_attachments lacks the tarball {expected_file:?}"));
     };
-    let Some(Value::String(data)) = attachment.get_mut("data").map(Value::take) else {
+    #[derive(Deserialize)]
+    struct Attachment {
+        data: Option<String>,
+        #[serde(default)]
+        length: Option<Value>,
+    }
+    let parsed = serde_json::from_str::<Attachment>(attachment.get());
+    drop(attachment);
+    let Ok(Attachment {
+        data: Some(data),
+        length,
+    }) = parsed
+    else {
         return bad(format!(
             "_attachments[{expected_file:?}].data must be a base64 string"
         ));
@@ -149,7 +283,7 @@ pub fn verify_publish(
         })?;
     // The base64 text is no longer needed: free it before hashing and unpacking.
     drop(data);
-    if let Some(length) = attachment.get("length")
+    if let Some(length) = length
         && length.as_u64() != Some(tarball.len() as u64)
     {
         return bad(format!(
@@ -204,6 +338,25 @@ pub fn verify_publish(
         },
         tarball: Bytes::from(tarball),
     })
+}
+
+/// Parses the raw manifest of `version` into an object, refusing one of
+/// more than [`MAX_MANIFEST_VALUES`] values (413) before building it.
+fn parse_manifest(version: &str, raw: &RawValue) -> Result<Map<String, Value>, ApiError> {
+    if count_values(raw.get(), MAX_MANIFEST_VALUES) > MAX_MANIFEST_VALUES {
+        return Err(ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "versions[{version:?}] holds more than {MAX_MANIFEST_VALUES} JSON values: a version manifest is package.json's fields, not data"
+            ),
+        ));
+    }
+    match serde_json::from_str(raw.get()) {
+        Ok(Value::Object(manifest)) => Ok(manifest),
+        _ => Err(ApiError::bad_request(format!(
+            "versions[{version:?}] must be an object"
+        ))),
+    }
 }
 
 /// Checks a Subresource Integrity string (`sha512-… sha1-…`, space
@@ -340,7 +493,7 @@ pub mod testing {
             .expect("finish tarball")
     }
 
-    /// A publish body as `npm publish` sends it (PROTOCOL.md §3.3).
+    /// A publish body as `npm publish` sends it (docs/npm-protocol.md, "publish").
     pub fn publish_body(name: &str, version: &str, tag: &str, tgz: &[u8]) -> Value {
         let engine = base64::engine::general_purpose::STANDARD;
         json!({
@@ -380,9 +533,9 @@ mod tests {
     }
 
     fn verify(body: Value) -> Result<VerifiedPublish, ApiError> {
-        let map = body.as_object().unwrap().clone();
-        check_bound_to(&map, &name())?;
-        verify_publish(&name(), map)
+        let body = WriteBody::parse(body.to_string().as_bytes())?;
+        check_bound_to(&body, &name())?;
+        verify_publish(&name(), body)
     }
 
     fn good() -> (Vec<u8>, Value) {
@@ -470,6 +623,26 @@ mod tests {
             publish_body("@acme/widget", "1.0.0", "latest", &not_gzip),
             "not a valid gzipped tar",
         );
+    }
+
+    #[test]
+    fn counts_json_values_outside_strings() {
+        assert_eq!(count_values(r#"{"a":[1,2,{"b":"x,y:[{"}]}"#, 100), 8);
+        assert_eq!(count_values(r#""a\"b,c""#, 100), 1);
+        assert_eq!(count_values(&format!("[{}0]", "0,".repeat(1000)), 10), 11);
+    }
+
+    #[test]
+    fn huge_manifests_are_refused_before_parsing() {
+        let (_, mut body) = good();
+        body["versions"]["1.0.0"]["junk"] = json!(vec![0; MAX_MANIFEST_VALUES]);
+        assert_eq!(verify(body).unwrap_err().status, 413);
+        // Fields nmr does not read are skipped, however large.
+        let (_, mut body) = good();
+        body["unread"] = json!(vec![0; 200_000]);
+        assert!(verify(body).is_ok());
+        let junk = WriteBody::parse(b"[0,0,0]").unwrap_err();
+        assert_eq!(junk.status, 400);
     }
 
     #[test]

@@ -231,11 +231,11 @@ fn status_codes_and_messages() {
             .http_as(DAVE)
             .get(&escape("@acme/absent"), &[])
             .error(),
-        "package @acme/absent not found"
+        "package @acme/absent not found, or your GitHub account cannot see its repository"
     );
     assert_eq!(
         server.http_as(DAVE).get(&path, &[]).error(),
-        "package @acme/widget not found"
+        "package @acme/widget not found, or your GitHub account cannot see its repository"
     );
     assert_eq!(
         server

@@ -292,7 +292,7 @@ fn unscoped_without_upstream_says_how_to_configure_it() {
 }
 
 #[test]
-fn a_public_url_with_a_path_prefix_serves_every_route_under_it() {
+fn a_public_url_with_a_path_prefix_is_served_with_and_without_it() {
     let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}/npm/");
     let server = Server::start(&[
@@ -311,12 +311,24 @@ fn a_public_url_with_a_path_prefix_serves_every_route_under_it() {
             .contains(&format!("{public}@acme/widget/-/widget-1.1.0.tgz"))
     );
     fresh.ok(&app, &["unpublish", "@acme/widget@1.0.0"]);
-    // Outside the prefix there is nothing.
-    let outside = ureq::get(&format!("http://127.0.0.1:{port}/@acme%2fwidget"))
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .unwrap();
-    assert_eq!(outside.status(), 404);
+    // A proxy that strips the prefix before forwarding reaches the same
+    // routes: a path without the prefix is served as is.
+    let status = |path: &str| {
+        ureq::get(&format!("http://127.0.0.1:{port}{path}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap()
+            .status()
+    };
+    for path in [
+        "/-/ping",
+        "/npm/-/ping",
+        "/@acme%2fwidget",
+        "/npm/@acme%2fwidget",
+    ] {
+        assert_eq!(status(path), 200, "{path}");
+    }
+    assert_eq!(status("/npm/@acme%2fnothing"), 404);
 }

@@ -1,6 +1,8 @@
-//! One file per npm command family. Each function authorizes the request
-//! (one [`crate::auth::Auth::authorize`] call), applies the rules in
+//! One file per npm command family. Each function gets a request the
+//! dispatcher (`http.rs`) already authorized, applies the rules in
 //! [`crate::packument`] under the package's lock, commits, and renders.
+//! Commands import only leaf modules ([`crate::request`], [`crate::auth`],
+//! the store and rules), never `http.rs`.
 //!
 //! | file | npm commands |
 //! |---|---|
@@ -9,8 +11,12 @@
 //! | `publish.rs` | publish, deprecate, undeprecate |
 //! | `dist_tags.rs` | dist-tag ls / add / rm |
 //! | `unpublish.rs` | unpublish of one version or the whole package |
-//! | `user.rs` | whoami, logout |
+//! | `user.rs` | whoami, login, logout |
 //! | `upstream.rs` | every read of an unscoped package (a redirect) |
+//!
+//! CPU- and disk-bound work runs off the async worker threads: JSON parses
+//! of write bodies through [`parse_blocking`] (at most [`PARSE_SLOTS`] at
+//! once), LevelDB commits through [`commit`].
 
 pub mod dist_tags;
 pub mod packument;
@@ -20,30 +26,29 @@ pub mod unpublish;
 pub mod upstream;
 pub mod user;
 
-use crate::auth::{Action, Auth, Identity};
+use crate::auth::hidden;
 use crate::error::ApiError;
 use crate::github::Repo;
-use crate::http::Request;
 use crate::name::{PackageName, Version};
 use crate::packument::Packument;
 use crate::registry::Registry;
 
-/// The 404 for a package that does not exist or that the caller cannot see.
-pub fn package_not_found(name: &PackageName) -> ApiError {
-    ApiError::not_found(format!("package {name} not found"))
-}
+/// How many write bodies are parsed at once (the machine's cores, at least
+/// two): more would only queue on the blocking pool and hold their memory.
+pub const PARSE_SLOTS: usize = 2;
 
-/// The stored packument of `name` if it has live versions, else 404.
+/// The stored packument of `name` if it has live versions, else the 404 of
+/// a missing package.
 pub fn live_packument(registry: &Registry, name: &PackageName) -> Result<Packument, ApiError> {
     match registry.store.packument(name) {
         Ok(Some(doc)) if !doc.is_empty() => Ok(doc),
-        Ok(_) => Err(package_not_found(name)),
+        Ok(_) => Err(hidden(name)),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
 
-/// 409 unless `rev` is the packument's current `_rev` (optimistic locking
-/// for unpublish: npm sends the `_rev` it read).
+/// 409 unless `rev` is the packument's current `_rev` (optimistic locking:
+/// npm sends the `_rev` it read).
 pub fn check_rev(doc: &Packument, rev: &str) -> Result<(), ApiError> {
     if doc.rev != rev {
         return Err(ApiError::conflict(format!(
@@ -56,17 +61,40 @@ pub fn check_rev(doc: &Packument, rev: &str) -> Result<(), ApiError> {
 
 /// Commits `doc` as `name`'s packument, replacing `previous`; `binding`,
 /// when given, becomes the package's GitHub repository in the same write.
-pub fn commit(
+/// Runs on the blocking pool (the write fsyncs). Returns the new `_rev`.
+pub async fn commit(
     registry: &Registry,
     name: &PackageName,
-    previous: Option<&Packument>,
-    doc: &Packument,
-    binding: Option<&Repo>,
-) -> Result<(), ApiError> {
-    registry
-        .store
-        .commit(name, previous, doc, binding)
-        .map_err(|e| ApiError::internal(e.to_string()))
+    previous: Option<Packument>,
+    doc: Packument,
+    binding: Option<Repo>,
+) -> Result<String, ApiError> {
+    let store = registry.store.clone();
+    let name = name.clone();
+    tokio::task::spawn_blocking(move || {
+        store
+            .commit(&name, previous.as_ref(), &doc, binding.as_ref())
+            .map(|()| doc.rev)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the commit did not finish: {e}")))?
+    .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Runs `parse` on the blocking pool, at most [`PARSE_SLOTS`] at once, so
+/// parsing a large body never stalls the async workers serving others.
+pub async fn parse_blocking<T: Send + 'static>(
+    registry: &Registry,
+    parse: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _slot = registry
+        .parse_slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("nmr is shutting down"))?;
+    tokio::task::spawn_blocking(parse)
+        .await
+        .map_err(|e| ApiError::internal(format!("parsing the body failed: {e}")))?
 }
 
 /// The GitHub repository `name` is bound to, if any.
@@ -75,25 +103,6 @@ pub fn binding(registry: &Registry, name: &PackageName) -> Result<Option<Repo>, 
         .store
         .binding(name)
         .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-/// The request's one authorization decision for `action` on `name`
-/// (see [`crate::auth::Auth::authorize`]).
-pub async fn authorize(
-    registry: &Registry,
-    request: &Request,
-    name: &PackageName,
-    action: Action,
-) -> Result<Identity, ApiError> {
-    // Only GitHub authorization looks at the binding: skip the lookup otherwise.
-    let binding = match registry.auth {
-        Auth::None => None,
-        Auth::Github(_) => binding(registry, name)?,
-    };
-    registry
-        .auth
-        .authorize(request.credentials.as_ref(), name, binding.as_ref(), action)
-        .await
 }
 
 /// Deletes the tarballs of versions whose removal is already committed. A

@@ -2,7 +2,7 @@
 //! `GET /{pkg}/{version-or-tag-or-range}`.
 //!
 //! `GET /{pkg}` is the hot path (`npm install` asks for the full document,
-//! PROTOCOL.md §3.1): one authorization check, one LevelDB `get` of the
+//! docs/npm-protocol.md, "Packuments"): authorized by the dispatcher, then one LevelDB `get` of the
 //! pre-serialised (and, when the client accepts gzip, pre-compressed) bytes,
 //! and headers. `Cache-Control: private, no-cache` makes every client
 //! revalidate (so the next install sees a new version at once, answered by a
@@ -12,13 +12,13 @@ use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
 use warp::reply::Response;
 
-use crate::auth::Action;
-use crate::cmd::{live_packument, package_not_found};
+use crate::auth::hidden;
+use crate::cmd::live_packument;
 use crate::error::ApiError;
-use crate::http::Request;
 use crate::name::PackageName;
 use crate::packument::render_version;
 use crate::registry::Registry;
+use crate::request::Request;
 use crate::store::Variant;
 
 /// The `Accept` value npm sends for the abbreviated document.
@@ -34,7 +34,6 @@ pub async fn get(
     request: &Request,
     name: &PackageName,
 ) -> Result<Response, ApiError> {
-    crate::cmd::authorize(registry, request, name, Action::Read).await?;
     let headers = &request.headers;
     let variant =
         if accepts(headers, header::ACCEPT, ABBREVIATED) && !request.query.contains("write=true") {
@@ -46,7 +45,7 @@ pub async fn get(
     let doc = registry
         .store
         .rendered(name, variant, gzip)
-        .ok_or_else(|| package_not_found(name))?;
+        .ok_or_else(|| hidden(name))?;
 
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
@@ -93,17 +92,15 @@ pub async fn get(
 /// dist-tag or a semver range (highest match).
 pub async fn get_version(
     registry: &Registry,
-    request: &Request,
     name: &PackageName,
     spec: &str,
 ) -> Result<Response, ApiError> {
-    crate::cmd::authorize(registry, request, name, Action::Read).await?;
     let doc = live_packument(registry, name)?;
     let version = doc
         .resolve(spec)
         .ok_or_else(|| ApiError::not_found(format!("no version of {name} matches {spec:?}")))?;
     let manifest = render_version(name, &doc.versions[version], &registry.public_url);
-    let mut response = crate::http::json(StatusCode::OK, manifest.to_string());
+    let mut response = crate::request::json(StatusCode::OK, manifest.to_string());
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(PACKUMENT_CACHE_CONTROL),

@@ -15,11 +15,11 @@ use http::header::{self, HeaderValue};
 use warp::Reply;
 use warp::reply::Response;
 
-use crate::auth::Action;
+use crate::cmd::{check_rev, live_packument};
 use crate::error::ApiError;
-use crate::http::{Request, json};
 use crate::name::PackageName;
 use crate::registry::Registry;
+use crate::request::json;
 use crate::storage::Fetched;
 
 /// `Cache-Control` of tarballs: immutable content.
@@ -28,11 +28,9 @@ const TARBALL_CACHE_CONTROL: &str = "max-age=31536000, immutable";
 /// `GET /{pkg}/-/{file}`: streams the tarball.
 pub async fn get(
     registry: &Registry,
-    request: &Request,
     name: &PackageName,
     file: &str,
 ) -> Result<Response, ApiError> {
-    crate::cmd::authorize(registry, request, name, Action::Read).await?;
     let not_found = || ApiError::not_found(format!("tarball {file} of {name} not found"));
     let version = name.version_of_tarball(file).ok_or_else(not_found)?;
     if !registry.store.has_version(name, &version) {
@@ -79,14 +77,16 @@ pub async fn get(
 }
 
 /// `DELETE /{pkg}/-/{file}/-rev/{rev}`: the last step of a one-version
-/// unpublish. The tarball was already deleted with its version (a live
-/// version's tarball is never deleted here), so after authorizing this only
-/// answers success, as npm expects (PROTOCOL.md §3.4).
+/// unpublish (docs/npm-protocol.md, "unpublish"). The tarball was already
+/// deleted with its version (a live version's tarball is never deleted
+/// here), so this checks that `rev` is the current `_rev` (409 otherwise, as
+/// the other `-rev` routes do) and answers success.
 pub async fn delete(
     registry: &Registry,
-    request: &Request,
     name: &PackageName,
+    rev: &str,
 ) -> Result<Response, ApiError> {
-    crate::cmd::authorize(registry, request, name, Action::Unpublish).await?;
+    let doc = live_packument(registry, name)?;
+    check_rev(&doc, rev)?;
     Ok(json(StatusCode::OK, r#"{"ok":true}"#))
 }

@@ -2,7 +2,7 @@
 //! unscoped name is redirected to the same path under `upstream.url`.
 //!
 //! The redirect carries no credentials: npm drops `Authorization` when the
-//! hostname changes (PROTOCOL.md §1.6), and nmr itself never forwards the
+//! hostname changes (docs/npm-protocol.md, "Redirects"), and nmr itself never forwards the
 //! user's token anywhere. The upstream URL is configuration only.
 
 use http::StatusCode;
@@ -10,8 +10,8 @@ use http::header::{self, HeaderValue};
 use warp::reply::Response;
 
 use crate::error::ApiError;
-use crate::http::{Request, json};
 use crate::registry::Registry;
+use crate::request::{Request, json};
 
 /// `GET /{unscoped}...`: 302 to `{upstream.url}{path}[?query]`, or 404
 /// explaining how to configure the upstream when none is set.

@@ -1,6 +1,7 @@
 //! The user endpoints: `npm whoami` (`GET /-/whoami`), `npm login
 //! --auth-type=legacy` (`PUT /-/user/org.couchdb.user:NAME`) and `npm logout`
-//! (`DELETE /-/user/token/TOKEN`).
+//! (`DELETE /-/user/token/TOKEN`), shaped as docs/npm-protocol.md ("whoami",
+//! "login", "logout") describes.
 //!
 //! nmr issues no tokens of its own: the password given to `npm login` is a
 //! GitHub token, checked with `GET /user`, and handed back as the npm token.
@@ -9,24 +10,29 @@ use http::StatusCode;
 use warp::reply::Response;
 
 use crate::error::ApiError;
-use crate::http::{Request, json};
 use crate::registry::Registry;
+use crate::request::{Request, json};
 
-/// `GET /-/whoami` → `{"username": LOGIN}` (PROTOCOL.md §3.8).
+/// `GET /-/whoami` → `{"username": LOGIN}`.
 pub async fn whoami(registry: &Registry, request: &Request) -> Result<Response, ApiError> {
-    let identity = registry.auth.identify(request.credentials.as_ref()).await?;
+    let identity = registry
+        .auth
+        .identify(&request.credentials, request.client)
+        .await?;
     Ok(json(
         StatusCode::OK,
         serde_json::json!({ "username": identity.username }).to_string(),
     ))
 }
 
-/// `PUT /-/user/org.couchdb.user:NAME` with `{"name", "password", ...}`:
-/// 201 `{"ok": true, "id", "token"}` where the token is the password itself
-/// once GitHub confirms it belongs to NAME (PROTOCOL.md §3.10). A wrong
-/// token is 401 with a message and no `WWW-Authenticate`, so npm prints it.
+/// `PUT /-/user/org.couchdb.user:NAME` with `{"name", "password", ...}`
+/// (a small body: the dispatcher reads at most 64 KiB): 201
+/// `{"ok": true, "id", "token"}` where the token is the password itself
+/// once GitHub confirms it belongs to NAME. A wrong token is 401 with a
+/// message and no `WWW-Authenticate`, so npm prints it.
 pub async fn login(
     registry: &Registry,
+    request: &Request,
     path_name: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
@@ -45,7 +51,7 @@ pub async fn login(
         .and_then(|v| v.as_str())
         .filter(|p| !p.is_empty())
         .ok_or_else(|| ApiError::bad_request("a password (your GitHub token) is required"))?;
-    let identity = crate::auth::check_login(&registry.auth, name, password).await?;
+    let identity = crate::auth::check_login(&registry.auth, name, password, request.client).await?;
     Ok(json(
         StatusCode::CREATED,
         serde_json::json!({
@@ -59,7 +65,7 @@ pub async fn login(
 
 /// `DELETE /-/user/token/TOKEN`: nmr stores no tokens, so there is nothing
 /// to revoke; answering 2xx lets npm remove the token from the user's config
-/// (on an error it would keep it, PROTOCOL.md §3.11).
+/// (on an error it would keep it).
 pub fn logout() -> Result<Response, ApiError> {
     Ok(json(StatusCode::OK, r#"{"ok":true}"#))
 }
