@@ -38,6 +38,9 @@ use tower_service::Service;
 
 use crate::http::Peer;
 
+/// How often a busy connection's socket looks again at its phase.
+const RECHECK: Duration = Duration::from_secs(1);
+
 /// How long busy connections may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -114,21 +117,28 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                let Some(deadline) = self.deadline() else {
-                    return Poll::Pending;
+            Poll::Pending => loop {
+                // While a request is served there is no deadline, but hyper
+                // polls this read only when it has other work: look again
+                // every second so the idle deadline starts to count.
+                let (deadline, expires) = match self.deadline() {
+                    Some(deadline) => (deadline, true),
+                    None => (Instant::now() + RECHECK, false),
                 };
                 if self.sleep.deadline() != deadline {
                     self.sleep.as_mut().reset(deadline);
                 }
                 match self.sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client took too long (server.header_timeout or server.keep_alive_timeout)",
-                    ))),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) if expires => {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the client took too long (server.header_timeout or server.keep_alive_timeout)",
+                        )));
+                    }
+                    Poll::Ready(()) => continue,
+                    Poll::Pending => return Poll::Pending,
                 }
-            }
+            },
         }
     }
 }

@@ -472,10 +472,8 @@ impl GitHub {
     ) -> Result<Option<String>, Refusal> {
         let hash = credentials.hash();
         let login = cached(&self.logins, hash, || async {
-            if !self.known.contains(&hash) {
-                self.charge(client)?;
-            }
-            match self.call::<User>(credentials, "/user").await? {
+            let charge = (!self.known.contains(&hash)).then_some(client);
+            match self.call::<User>(credentials, "/user", charge).await? {
                 Some(user) => Ok((Some(user.login), self.ttl)),
                 None => Ok((None, self.denied_ttl)),
             }
@@ -500,7 +498,7 @@ impl GitHub {
             (credentials.hash(), repo.cache_key()),
             || async {
                 let found = self
-                    .call::<Repository>(credentials, &path)
+                    .call::<Repository>(credentials, &path, None)
                     .await?
                     .map(|r| r.permissions.unwrap_or_default())
                     .filter(|p| p.pull);
@@ -535,11 +533,13 @@ impl GitHub {
     }
 
     /// `GET path` with the user's token, within every bound: `Ok(None)`
-    /// when GitHub denies.
+    /// when GitHub denies. `charge` is the client address to charge for the
+    /// call, once it is sure to go out.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         credentials: &Credentials,
         path: &str,
+        charge: Option<IpAddr>,
     ) -> Result<Option<T>, Refusal> {
         let hash = credentials.hash();
         let now = Instant::now();
@@ -557,6 +557,12 @@ impl GitHub {
                 reason: "it failed moments ago".into(),
                 retry_after: seconds(wait),
             })?;
+        if let Some(client) = charge
+            && let Err(refusal) = self.charge(client)
+        {
+            self.lock_breaker().cancel_probe();
+            return Err(refusal);
+        }
         let _permit = self
             .in_flight
             .acquire()

@@ -48,6 +48,12 @@ impl Breaker {
         }
     }
 
+    /// A call let through by [`Breaker::allow`] did not go out after all:
+    /// the next one may probe instead.
+    pub fn cancel_probe(&mut self) {
+        self.probing = false;
+    }
+
     /// A call succeeded (GitHub answered, even with a denial): close.
     pub fn success(&mut self) {
         *self = Breaker::default();

@@ -11,6 +11,9 @@
 //! Every answer carries GitHub's rate-limit headers (`x-ratelimit-limit`,
 //! `-remaining`, `-reset`, `-used`, `-resource`). Modes simulate an outage
 //! (503) and an exhausted rate limit (403 with `x-ratelimit-remaining: 0`).
+//! Installation access tokens (`ghs_...`, what GitHub Actions' `GITHUB_TOKEN`
+//! is) get GitHub's 403 "Resource not accessible by integration" from
+//! `GET /user`, which only user tokens may call.
 //! Users, repos, collaborators and team grants come from a table; the fake
 //! counts the calls it receives.
 
@@ -59,6 +62,10 @@ struct State {
     mode: Option<Mode>,
     /// "GET /path" → count.
     calls: HashMap<String, usize>,
+    /// Installation access tokens.
+    installation_tokens: Vec<String>,
+    /// token → calls made with it.
+    calls_by_token: HashMap<String, usize>,
 }
 
 /// The running fake.
@@ -132,6 +139,22 @@ impl FakeGithub {
         self
     }
 
+    /// Adds an installation access token (`ghs_...`).
+    pub fn installation_token(&self, token: &str) -> &Self {
+        self.state
+            .lock()
+            .unwrap()
+            .installation_tokens
+            .push(token.into());
+        self
+    }
+
+    /// How many calls carried `token`.
+    pub fn calls_with(&self, token: &str) -> usize {
+        let s = self.state.lock().unwrap();
+        s.calls_by_token.get(token).copied().unwrap_or(0)
+    }
+
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().unwrap().mode = Some(mode);
     }
@@ -175,6 +198,12 @@ fn error(status: u16, message: &str, documentation_url: &str) -> Reply {
 
 fn answer(state: &mut State, path: &str, auth: Option<&str>) -> Reply {
     *state.calls.entry(format!("GET {path}")).or_default() += 1;
+    if let Some(token) = auth
+        .and_then(|a| a.split_once(' '))
+        .map(|(_, t)| t.to_string())
+    {
+        *state.calls_by_token.entry(token).or_default() += 1;
+    }
     match state.mode {
         Some(Mode::Down) => {
             return http::Response::builder()
@@ -207,6 +236,13 @@ fn answer(state: &mut State, path: &str, auth: Option<&str>) -> Reply {
             "https://docs.github.com/rest/users/users#get-the-authenticated-user",
         );
     };
+    if state.installation_tokens.iter().any(|t| t == token) && path == "/user" {
+        return error(
+            403,
+            "Resource not accessible by integration",
+            "https://docs.github.com/rest/users/users#get-the-authenticated-user",
+        );
+    }
     let Some((login, id)) = state.users.get(token).cloned() else {
         return error(401, "Bad credentials", "https://docs.github.com/rest");
     };
