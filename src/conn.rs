@@ -125,17 +125,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     Some(deadline) => (deadline, true),
                     None => (Instant::now() + RECHECK, false),
                 };
-                if self.sleep.deadline() != deadline {
+                // The timer is moved only when it would fire too late (or
+                // has fired): a deadline that moved later is found when the
+                // earlier timer fires, so most reads touch no timer at all.
+                if self.sleep.is_elapsed() || self.sleep.deadline() > deadline {
                     self.sleep.as_mut().reset(deadline);
                 }
                 match self.sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) if expires => {
+                    Poll::Ready(()) if expires && Instant::now() >= deadline => {
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
                             "the client took too long (server.header_timeout or server.keep_alive_timeout)",
                         )));
                     }
-                    Poll::Ready(()) => continue,
+                    Poll::Ready(()) => self.sleep.as_mut().reset(deadline),
                     Poll::Pending => return Poll::Pending,
                 }
             },

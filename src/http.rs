@@ -311,10 +311,15 @@ async fn next_chunk<B: Buf>(
     }
 }
 
+/// How much of a body must have arrived before the rest of its declared
+/// length is reserved.
+pub const RESERVE_AFTER: usize = 1 << 20;
+
 /// Reads a request body of at most `limit` bytes: 413 when the declared
 /// `Content-Length` or the bytes actually sent exceed it, 408 when no byte
-/// arrives for `timeout`. The buffer grows with the bytes received, never
-/// with what the client declared.
+/// arrives for `timeout`. The buffer grows with the bytes received; only
+/// once [`RESERVE_AFTER`] bytes have arrived is the rest of a declared
+/// length reserved at once (sparing a large publish the copies of doubling).
 pub async fn read_body(
     headers: &HeaderMap,
     mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
@@ -332,6 +337,12 @@ pub async fn read_body(
     while let Some(mut chunk) = next_chunk(&mut body, timeout).await? {
         if buf.len() as u64 + chunk.remaining() as u64 > limit {
             return Err(too_large(limit));
+        }
+        if let Some(declared) = declared
+            && buf.len() >= RESERVE_AFTER
+            && (buf.capacity() as u64) < declared
+        {
+            buf.reserve(declared as usize - buf.len());
         }
         while chunk.has_remaining() {
             let part = chunk.chunk();

@@ -544,3 +544,100 @@ fn a_tarball_delete_with_a_stale_rev_conflicts() {
     assert!(stale.error().contains("out of date"));
     assert_eq!(http.delete(&format!("{path}/{rev}")).status, 200);
 }
+
+#[test]
+fn the_answer_cache_stays_within_its_bound() {
+    let gh = github();
+    let server = seeded(
+        &gh,
+        &[
+            ("NMR_AUTH__GITHUB__CACHE_SIZE", "1000"),
+            ("NMR_AUTH__GITHUB__MAX_LOOKUPS_PER_MINUTE", "1000000"),
+            ("NMR_LOGGER__LEVEL", "warn"),
+        ],
+    );
+    let alice = server.http_as(ALICE);
+    for _ in 0..20 {
+        assert_eq!(alice.get(&escape("@acme/widget"), &[]).status, 200);
+    }
+    let alice_calls = gh.calls_with(ALICE);
+    let first = "ghp_unknown_0_0";
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let server = &server;
+            s.spawn(move || {
+                for i in 0..5_000 {
+                    let reply = server
+                        .http_as(&format!("ghp_unknown_{t}_{i}"))
+                        .get(&escape("@acme/widget"), &[]);
+                    assert_eq!(reply.status, 401);
+                }
+            });
+        }
+        // alice keeps reading meanwhile.
+        s.spawn(|| {
+            while started.elapsed() < Duration::from_secs(2) {
+                assert_eq!(alice.get(&escape("@acme/widget"), &[]).status, 200);
+            }
+        });
+    });
+    println!("20,000 unknown tokens in {:?}", started.elapsed());
+    // The first junk token's denial was evicted: asking again calls GitHub.
+    assert_eq!(gh.calls_with(first), 1);
+    assert_eq!(
+        server
+            .http_as(first)
+            .get(&escape("@acme/widget"), &[])
+            .status,
+        401
+    );
+    assert_eq!(
+        gh.calls_with(first),
+        2,
+        "an entry survived 20,000 others in a 1,000-entry cache"
+    );
+    // alice's answers, in use all along, stayed cached.
+    let started = Instant::now();
+    assert_eq!(alice.get(&escape("@acme/widget"), &[]).status, 200);
+    println!("a cached read after the flood: {:?}", started.elapsed());
+    assert_eq!(gh.calls_with(ALICE), alice_calls, "alice was asked again");
+}
+
+#[test]
+fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+    let gh = github();
+    let budget = [("NMR_AUTH__GITHUB__MAX_LOOKUPS_PER_MINUTE", "5")];
+    let behind = |server: &Server, token: &str, client: &str| {
+        server
+            .http_as(token)
+            .get(&escape("@acme/widget"), &[("x-forwarded-for", client)])
+            .status
+    };
+    let proxied = seeded(
+        &gh,
+        &[budget[0], ("NMR_SERVER__TRUSTED_PROXIES", "127.0.0.1")],
+    );
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| behind(&proxied, &format!("ghp_a_{i}"), "203.0.113.1"))
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429]);
+    // Another client behind the same proxy has a budget of its own.
+    assert_eq!(
+        behind(&proxied, "ghp_b_0", "198.51.100.7, 203.0.113.9"),
+        401
+    );
+    assert!(
+        proxied.log().contains("203.0.113.9 GET"),
+        "{}",
+        proxied.log()
+    );
+
+    // Without a trusted proxy the header is the client's word: ignored.
+    let direct = seeded(&gh, &budget);
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| behind(&direct, &format!("ghp_c_{i}"), &format!("203.0.113.{i}")))
+        .collect();
+    // alice's first publish spent one lookup of this address.
+    assert_eq!(statuses, [401, 401, 401, 401, 429, 429, 429, 429]);
+}
