@@ -276,9 +276,12 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, now_unix: u64) -> Answe
     let wait = retry_after.or(reset).map(|s| s.clamp(1, 3600));
     match (status.as_u16(), wait) {
         (200..=299, _) => Answer::Ok,
+        // GitHub sends the rate-limit headers on every answer: a 401 or 404
+        // that used the last call is still a denial.
+        (401 | 404, _) => Answer::Denied,
         (403 | 429, Some(wait)) => Answer::RateLimited(wait),
         (429, None) => Answer::RateLimited(60),
-        (401 | 403 | 404, None) => Answer::Denied,
+        (403, None) => Answer::Denied,
         _ => Answer::Unavailable,
     }
 }
@@ -744,6 +747,7 @@ mod tests {
             Answer::RateLimited(60)
         );
         assert_eq!(c(StatusCode::BAD_GATEWAY, &none), Answer::Unavailable);
+        assert_eq!(c(StatusCode::NOT_FOUND, &limited), Answer::Denied);
         // A reset already past still waits a second.
         limited.insert("x-ratelimit-reset", (now - 5).to_string().parse().unwrap());
         assert_eq!(c(StatusCode::FORBIDDEN, &limited), Answer::RateLimited(1));

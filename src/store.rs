@@ -108,6 +108,9 @@ impl From<rusty_leveldb::Status> for StoreError {
     }
 }
 
+/// A raw LevelDB record.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// How many stripes [`Store::lock`] hashes package names onto.
 const LOCK_STRIPES: usize = 64;
 
@@ -273,24 +276,29 @@ impl Store {
         Ok(())
     }
 
-    /// Renders every packument again for this store's public URL, in one
-    /// batch, and records the URL.
-    fn render_all(&self) -> Result<(), StoreError> {
-        let docs = self.with_db(|db| {
+    /// Every key starting with `prefix`, with its value, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        self.with_db(|db| {
             let mut it = db.new_iter()?;
-            it.seek(b"d/");
-            let mut docs = Vec::new();
+            it.seek(prefix);
+            let mut found = Vec::new();
             while let Some((k, v)) = it.current() {
-                if !k.starts_with(b"d/") {
+                if !k.starts_with(prefix) {
                     break;
                 }
-                docs.push((k.to_vec(), v.to_vec()));
+                found.push((k.to_vec(), v.to_vec()));
                 if !it.advance() {
                     break;
                 }
             }
-            Ok(docs)
-        })?;
+            Ok(found)
+        })
+    }
+
+    /// Renders every packument again for this store's public URL, in one
+    /// batch, and records the URL.
+    fn render_all(&self) -> Result<(), StoreError> {
+        let docs = self.scan(b"d/")?;
         let mut batch = WriteBatch::default();
         for (key, raw) in docs {
             let name = std::str::from_utf8(&key[2..])
@@ -308,21 +316,7 @@ impl Store {
     /// The tokens GitHub accepted at or after `since` (Unix seconds), by
     /// SHA-256, with when they last were; older records are deleted.
     pub fn known_tokens(&self, since: u64) -> Result<Vec<([u8; 32], u64)>, StoreError> {
-        let records = self.with_db(|db| {
-            let mut it = db.new_iter()?;
-            it.seek(b"g/");
-            let mut records = Vec::new();
-            while let Some((k, v)) = it.current() {
-                if !k.starts_with(b"g/") {
-                    break;
-                }
-                records.push((k.to_vec(), v.to_vec()));
-                if !it.advance() {
-                    break;
-                }
-            }
-            Ok(records)
-        })?;
+        let records = self.scan(b"g/")?;
         let mut known = Vec::new();
         let mut expired = WriteBatch::default();
         for (key, value) in records {

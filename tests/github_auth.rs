@@ -2,60 +2,14 @@
 //! package's repository, with the real npm client for several users, the
 //! cache, and failing closed when GitHub cannot be asked.
 //!
-//! The cast, on the private repo `acme/widget`:
-//! alice (admin), bob (push through the `devs` team only), carol (pull),
-//! dave (no access). `acme/gadget` is a second repo where alice and bob push.
+//! The cast is `common::github::cast`.
 
 mod common;
 
-use common::github::{FakeGithub, Mode, Perm};
+use common::github::cast::*;
+use common::github::{Mode, seeded, server, with_cast as github};
 use common::{Npm, Server, escape, publish_with_repository, snapshot};
 use serde_json::json;
-
-const ALICE: &str = "ghp_alice_token_0001";
-const BOB: &str = "ghp_bob_token_0002";
-const CAROL: &str = "ghp_carol_token_0003";
-const DAVE: &str = "ghp_dave_token_0004";
-
-fn github() -> FakeGithub {
-    let gh = FakeGithub::start();
-    gh.user("alice", ALICE)
-        .user("bob", BOB)
-        .user("carol", CAROL)
-        .user("dave", DAVE);
-    gh.repo("acme", "widget", true)
-        .collaborator("acme/widget", "alice", Perm::Admin)
-        .collaborator("acme/widget", "carol", Perm::Pull)
-        .team("acme/widget", &["bob"], Perm::Push);
-    gh.repo("acme", "gadget", true)
-        .collaborator("acme/gadget", "alice", Perm::Push)
-        .collaborator("acme/gadget", "bob", Perm::Push);
-    gh.repo("other", "thing", true)
-        .collaborator("other/thing", "alice", Perm::Admin);
-    gh
-}
-
-fn server(gh: &FakeGithub, extra: &[(&str, &str)]) -> Server {
-    let mut env = vec![
-        ("NMR_AUTH__TYPE", "github"),
-        ("NMR_AUTH__GITHUB__API_URL", gh.url.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    Server::start(&env)
-}
-
-/// A server where alice has published `@acme/widget@1.0.0`, bound to `acme/widget`.
-fn seeded(gh: &FakeGithub, extra: &[(&str, &str)]) -> Server {
-    let server = server(gh, extra);
-    let reply = publish_with_repository(
-        &server.http_as(ALICE),
-        "@acme/widget",
-        "1.0.0",
-        Some("acme/widget"),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.error());
-    server
-}
 
 #[test]
 fn permissions_follow_the_repository_for_every_npm_command() {

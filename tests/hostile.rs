@@ -2,54 +2,19 @@
 //! the caller is known, slow or idle connections are closed, connections are
 //! capped, and anonymous traffic cannot spend the GitHub budget.
 //!
-//! The cast is github_auth.rs's: alice (admin of the private `acme/widget`),
-//! carol (pull), dave (no access).
+//! The cast is `common::github::cast`: alice (admin of the private
+//! `acme/widget`), carol (pull), dave (no access).
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::github::{FakeGithub, Mode, Perm};
-use common::{Npm, Server, escape, publish_with_repository};
+use common::github::cast::*;
+use common::github::{Mode, seeded, with_cast as github};
+use common::{Npm, RawReply, Server, escape, publish_with_repository, read_response};
 use serde_json::json;
-
-const ALICE: &str = "ghp_alice_token_0001";
-const CAROL: &str = "ghp_carol_token_0003";
-const DAVE: &str = "ghp_dave_token_0004";
-
-fn github() -> FakeGithub {
-    let gh = FakeGithub::start();
-    gh.user("alice", ALICE)
-        .user("carol", CAROL)
-        .user("dave", DAVE);
-    gh.repo("acme", "widget", true)
-        .collaborator("acme/widget", "alice", Perm::Admin)
-        .collaborator("acme/widget", "carol", Perm::Pull);
-    gh
-}
-
-fn server(gh: &FakeGithub, extra: &[(&str, &str)]) -> Server {
-    let mut env = vec![
-        ("NMR_AUTH__TYPE", "github"),
-        ("NMR_AUTH__GITHUB__API_URL", gh.url.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    Server::start(&env)
-}
-
-fn seeded(gh: &FakeGithub, extra: &[(&str, &str)]) -> Server {
-    let server = server(gh, extra);
-    let reply = publish_with_repository(
-        &server.http_as(ALICE),
-        "@acme/widget",
-        "1.0.0",
-        Some("acme/widget"),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.error());
-    server
-}
 
 /// The server's peak resident memory so far (VmHWM), in KiB.
 fn peak_rss_kib(server: &Server) -> u64 {
@@ -59,48 +24,6 @@ fn peak_rss_kib(server: &Server) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
-}
-
-/// A raw connection to the server.
-fn connect(server: &Server) -> TcpStream {
-    let addr = server
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream
-}
-
-/// Reads one response (status line, headers, Content-Length body); `None`
-/// when the connection closes first.
-fn read_response(reader: &mut BufReader<TcpStream>) -> Option<(u16, String, String)> {
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some((status, head, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Whether the server closes the connection (EOF or reset) within `limit`.
@@ -122,7 +45,7 @@ fn an_anonymous_100_mib_put_is_refused_before_its_body() {
     let gh = github();
     let server = seeded(&gh, &[]);
     let before = peak_rss_kib(&server);
-    let mut stream = connect(&server);
+    let mut stream = server.connect();
     write!(
         stream,
         "PUT /{} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -144,7 +67,7 @@ fn an_anonymous_100_mib_put_is_refused_before_its_body() {
         sent
     });
     let mut reader = BufReader::new(stream);
-    let (status, head, body) = read_response(&mut reader).expect("an answer");
+    let RawReply { status, head, body } = read_response(&mut reader).expect("an answer");
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("authentication required"), "{body}");
     assert!(
@@ -232,13 +155,14 @@ fn small_routes_have_small_body_limits() {
             1 << 20,
         ),
     ] {
-        let mut stream = connect(&server);
+        let mut stream = server.connect();
         write!(
             stream,
             "PUT {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {size}\r\n\r\n"
         )
         .unwrap();
-        let (status, _, body) = read_response(&mut BufReader::new(stream)).expect("an answer");
+        let RawReply { status, body, .. } =
+            read_response(&mut BufReader::new(stream)).expect("an answer");
         assert_eq!(status, 413, "{path}: {body}");
     }
     assert_eq!(
@@ -256,40 +180,40 @@ fn slow_and_idle_connections_are_closed() {
         ("NMR_SERVER__KEEP_ALIVE_TIMEOUT", "3"),
     ]);
     // Headers that never finish.
-    let mut never = connect(&server);
+    let mut never = server.connect();
     never
         .write_all(b"GET /-/ping HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     // A connection that sends nothing at all.
-    let mut silent = connect(&server);
+    let mut silent = server.connect();
     assert!(closed_within(&mut never, Duration::from_secs(10)));
     assert!(closed_within(&mut silent, Duration::from_secs(10)));
 
     // A body that stops: 408, then the connection closes.
-    let mut stalled = connect(&server);
+    let mut stalled = server.connect();
     write!(
         stalled,
         "PUT /@acme%2fwidget HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{\"name\""
     )
     .unwrap();
     let mut reader = BufReader::new(stalled.try_clone().unwrap());
-    let (status, _, body) = read_response(&mut reader).expect("an answer");
+    let RawReply { status, body, .. } = read_response(&mut reader).expect("an answer");
     assert_eq!(status, 408, "{body}");
     assert!(body.contains("server.body_timeout"), "{body}");
     assert!(closed_within(&mut stalled, Duration::from_secs(10)));
 
     // Kept alive: an idle connection outlives the header timeout and is
     // closed after the keep-alive timeout.
-    let mut idle = connect(&server);
+    let mut idle = server.connect();
     let mut reader = BufReader::new(idle.try_clone().unwrap());
     idle.write_all(b"GET /-/ping HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    assert_eq!(read_response(&mut reader).unwrap().0, 200);
+    assert_eq!(read_response(&mut reader).unwrap().status, 200);
     std::thread::sleep(Duration::from_millis(1800));
     idle.write_all(b"GET /-/ping HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     assert_eq!(
-        read_response(&mut reader).unwrap().0,
+        read_response(&mut reader).unwrap().status,
         200,
         "closed too early"
     );
@@ -304,9 +228,9 @@ fn slow_and_idle_connections_are_closed() {
 #[test]
 fn connections_beyond_the_cap_wait_for_a_free_slot() {
     let server = Server::start(&[("NMR_SERVER__MAX_CONNECTIONS", "2")]);
-    let held: Vec<TcpStream> = (0..2).map(|_| connect(&server)).collect();
+    let held: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
     std::thread::sleep(Duration::from_millis(200));
-    let mut third = connect(&server);
+    let mut third = server.connect();
     third
         .write_all(b"GET /-/ping HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -320,7 +244,7 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut reader = BufReader::new(third);
-    assert_eq!(read_response(&mut reader).unwrap().0, 200);
+    assert_eq!(read_response(&mut reader).unwrap().status, 200);
     assert!(server.log().contains("serving at most 2 connections"));
 }
 

@@ -68,6 +68,61 @@ struct State {
     calls_by_token: HashMap<String, usize>,
 }
 
+/// The cast the GitHub tests share, on the private repo `acme/widget`:
+/// alice (admin), bob (push through a team only), carol (pull), dave (no
+/// access). `acme/gadget` is a second repo where alice and bob push;
+/// `other/thing` one where alice is admin.
+pub mod cast {
+    pub const ALICE: &str = "ghp_alice_token_0001";
+    pub const BOB: &str = "ghp_bob_token_0002";
+    pub const CAROL: &str = "ghp_carol_token_0003";
+    pub const DAVE: &str = "ghp_dave_token_0004";
+}
+
+/// A fake GitHub holding [`cast`].
+pub fn with_cast() -> FakeGithub {
+    use cast::*;
+    let gh = FakeGithub::start();
+    gh.user("alice", ALICE)
+        .user("bob", BOB)
+        .user("carol", CAROL)
+        .user("dave", DAVE);
+    gh.repo("acme", "widget", true)
+        .collaborator("acme/widget", "alice", Perm::Admin)
+        .collaborator("acme/widget", "carol", Perm::Pull)
+        .team("acme/widget", &["bob"], Perm::Push);
+    gh.repo("acme", "gadget", true)
+        .collaborator("acme/gadget", "alice", Perm::Push)
+        .collaborator("acme/gadget", "bob", Perm::Push);
+    gh.repo("other", "thing", true)
+        .collaborator("other/thing", "alice", Perm::Admin);
+    gh
+}
+
+/// An nmr with `auth.type = "github"` against `gh`, plus `extra` settings.
+pub fn server(gh: &FakeGithub, extra: &[(&str, &str)]) -> super::Server {
+    let mut env = vec![
+        ("NMR_AUTH__TYPE", "github"),
+        ("NMR_AUTH__GITHUB__API_URL", gh.url.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    super::Server::start(&env)
+}
+
+/// [`server`] where alice has published `@acme/widget@1.0.0`, bound to
+/// `acme/widget`.
+pub fn seeded(gh: &FakeGithub, extra: &[(&str, &str)]) -> super::Server {
+    let server = server(gh, extra);
+    let reply = super::publish_with_repository(
+        &server.http_as(cast::ALICE),
+        "@acme/widget",
+        "1.0.0",
+        Some("acme/widget"),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.error());
+    server
+}
+
 /// The running fake.
 pub struct FakeGithub {
     /// API base URL, e.g. `http://127.0.0.1:PORT`.

@@ -174,6 +174,22 @@ impl Server {
         self.spawn();
     }
 
+    /// A raw TCP connection to the server (read timeout 20 s).
+    pub fn connect(&self) -> std::net::TcpStream {
+        let addr = self
+            .url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let stream = std::net::TcpStream::connect(addr).expect("connect to nmr");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+    }
+
     /// An HTTP client that reports every status as a response.
     pub fn http(&self) -> Http {
         Http {
@@ -386,6 +402,47 @@ fn finish(result: Result<http::Response<ureq::Body>, ureq::Error>) -> Reply {
         headers,
         body,
     }
+}
+
+/// One HTTP/1.1 response read off a raw connection.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    /// The status line and headers, as sent.
+    pub head: String,
+    pub body: String,
+}
+
+/// Reads one HTTP/1.1 response (head and `Content-Length` body) from
+/// `reader`; `None` when the server closed the connection instead.
+pub fn read_response(reader: &mut BufReader<std::net::TcpStream>) -> Option<RawReply> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(RawReply {
+        status,
+        head,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// The real npm client with its own userconfig and cache.
