@@ -252,6 +252,12 @@ pub fn decide(
 /// see is [`hidden`], as an existing package would be); naming the bound repo
 /// needs nothing more; naming another repo moves the binding only for an
 /// `admin` of the bound repo who can push to the new one (403 otherwise).
+///
+/// `adopting` is `Some` when the package exists but is bound to no repo (it
+/// was published under `auth.type = "none"`), holding the repo its latest
+/// stored version names. Such a package is bound only by an `admin` of
+/// `named`, and only when `named` is that repo: nobody claims another
+/// team's package by naming a repo of their own.
 pub fn decide_publish(
     package: &PackageName,
     login: &str,
@@ -259,6 +265,7 @@ pub fn decide_publish(
     on_bound: Option<&Permissions>,
     named: &Repo,
     on_named: Option<&Permissions>,
+    adopting: Option<Option<&Repo>>,
 ) -> Result<Repo, ApiError> {
     let need_push = |repo: &Repo, permissions: Option<&Permissions>| match permissions {
         None => Err(hidden(package)),
@@ -269,6 +276,25 @@ pub fn decide_publish(
         ))),
     };
     match bound {
+        None if adopting.is_some() => {
+            let on_named = on_named.ok_or_else(|| hidden(package))?;
+            let last = adopting.flatten();
+            if !on_named.admin || last != Some(named) {
+                let how = match last {
+                    Some(last) => format!(
+                        "an admin of the GitHub repository {last}, which its latest version names, must publish it naming {last}"
+                    ),
+                    None => {
+                        "its latest version names no GitHub repository, so an operator must bind it"
+                            .into()
+                    }
+                };
+                return Err(ApiError::forbidden(format!(
+                    "{package} exists but is bound to no GitHub repository (it was published without GitHub authorization): to adopt it, {how}; {login} has {} on {named}",
+                    on_named.highest()
+                )));
+            }
+        }
         None => need_push(named, on_named)?,
         Some(bound) if bound == named => need_push(bound, on_bound)?,
         Some(bound) => {
@@ -376,6 +402,10 @@ impl Auth {
     /// `access` is what [`Auth::authorize`] found, `repository` the new
     /// version's `repository` field. Applies [`decide_publish`].
     ///
+    /// `stored_repository` is `Some` when the package exists unbound, with
+    /// the `repository` field of its latest stored version (see
+    /// [`decide_publish`]).
+    ///
     /// Errors: 400 when `repository` is missing or not on GitHub, 403 when its
     /// owner is not the package's scope, and those of [`decide_publish`].
     pub async fn authorize_publish(
@@ -384,6 +414,7 @@ impl Auth {
         credentials: &Result<Option<Credentials>, &'static str>,
         package: &PackageName,
         repository: Option<&Value>,
+        stored_repository: Option<Option<&Value>>,
     ) -> Result<PublishGrant, ApiError> {
         let Auth::Github(github) = self else {
             return Ok(PublishGrant {
@@ -421,6 +452,8 @@ impl Auth {
         } else {
             github.permissions(credentials, &named).await?
         };
+        let adopting = stored_repository
+            .map(|value| value.and_then(|v| github::parse_repository(v, github.host()).ok()));
         let binding = decide_publish(
             package,
             &access.identity.username,
@@ -428,6 +461,7 @@ impl Auth {
             access.permissions.as_ref(),
             &named,
             on_named.as_ref(),
+            adopting.as_ref().map(Option::as_ref),
         )?;
         if let Some(bound) = access.binding.as_ref().filter(|b| **b != binding) {
             log::info!(
@@ -643,7 +677,7 @@ mod tests {
         // A publish: the same answer for an existing package whose repo the
         // caller cannot see and for a free name naming such a repo.
         let existing = decide(&name(), Action::Publish, "dave", Some(&bound), None).unwrap_err();
-        let free = decide_publish(&name(), "dave", None, None, &bound, None).unwrap_err();
+        let free = decide_publish(&name(), "dave", None, None, &bound, None, None).unwrap_err();
         assert_eq!(existing, free);
         assert_eq!(existing, missing);
         assert!(!existing.message.contains("secret-repo"));
@@ -653,56 +687,61 @@ mod tests {
     fn publish_binds_and_moves_by_the_rules() {
         let widget = repo("acme/widget");
         let gadget = repo("acme/gadget");
-        let first = decide_publish(&name(), "a", None, None, &widget, Some(&perm("push")));
-        assert_eq!(first.unwrap(), widget);
-        let e = decide_publish(&name(), "c", None, None, &widget, Some(&perm("pull"))).unwrap_err();
-        assert_eq!(e.status, 403);
-        // Same repo: push on it (checked by decide) suffices.
-        assert!(
-            decide_publish(
-                &name(),
-                "b",
-                Some(&widget),
-                Some(&perm("push")),
-                &widget,
-                Some(&perm("push"))
-            )
-            .is_ok()
+        let (push, admin, pull) = (perm("push"), perm("admin"), perm("pull"));
+        let publish = |login, bound, on_bound, named, on_named| {
+            decide_publish(&name(), login, bound, on_bound, named, on_named, None)
+        };
+        assert_eq!(
+            publish("a", None, None, &widget, Some(&push)).unwrap(),
+            widget
         );
+        assert_eq!(
+            publish("c", None, None, &widget, Some(&pull))
+                .unwrap_err()
+                .status,
+            403
+        );
+        // Same repo: push on it (checked by decide) suffices.
+        assert!(publish("b", Some(&widget), Some(&push), &widget, Some(&push)).is_ok());
         // A move needs admin on the bound repo and push on the new one.
-        let e = decide_publish(
-            &name(),
-            "b",
-            Some(&widget),
-            Some(&perm("push")),
-            &gadget,
-            Some(&perm("admin")),
-        )
-        .unwrap_err();
+        let e = publish("b", Some(&widget), Some(&push), &gadget, Some(&admin)).unwrap_err();
         assert_eq!(e.status, 403);
         assert!(
             e.message
                 .contains("bound to the GitHub repository acme/widget"),
             "{e}"
         );
-        let e = decide_publish(
-            &name(),
-            "a",
-            Some(&widget),
-            Some(&perm("admin")),
-            &gadget,
-            None,
-        )
-        .unwrap_err();
+        let e = publish("a", Some(&widget), Some(&admin), &gadget, None).unwrap_err();
         assert_eq!(e.status, 403);
-        let moved = decide_publish(
-            &name(),
-            "a",
-            Some(&widget),
-            Some(&perm("admin")),
-            &gadget,
-            Some(&perm("push")),
-        );
+        let moved = publish("a", Some(&widget), Some(&admin), &gadget, Some(&push));
         assert_eq!(moved.unwrap(), gadget);
+    }
+
+    #[test]
+    fn unbound_packages_are_adopted_only_by_an_admin_of_their_repo() {
+        let widget = repo("acme/widget");
+        let gadget = repo("acme/gadget");
+        let (push, admin) = (perm("push"), perm("admin"));
+        let adopt = |named, on_named, last: Option<&Repo>| {
+            decide_publish(&name(), "u", None, None, named, on_named, Some(last))
+        };
+        assert_eq!(adopt(&widget, Some(&admin), Some(&widget)).unwrap(), widget);
+        // push is not enough, nor admin of a repo of one's own.
+        let e = adopt(&widget, Some(&push), Some(&widget)).unwrap_err();
+        assert_eq!(e.status, 403);
+        assert!(
+            e.message
+                .contains("to adopt it, an admin of the GitHub repository acme/widget"),
+            "{e}"
+        );
+        assert_eq!(
+            adopt(&gadget, Some(&admin), Some(&widget))
+                .unwrap_err()
+                .status,
+            403
+        );
+        let e = adopt(&widget, Some(&admin), None).unwrap_err();
+        assert!(e.message.contains("names no GitHub repository"), "{e}");
+        assert_eq!(adopt(&widget, None, Some(&widget)).unwrap_err().status, 404);
     }
 }

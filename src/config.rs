@@ -165,6 +165,14 @@ pub struct UpstreamConfig {
 pub struct Settings {
     /// Whether a version number that was unpublished may be published again.
     pub allow_previous_version: bool,
+    /// Bytes a tarball may inflate to (the sum of its entries' sizes).
+    pub max_unpacked_size: u64,
+    /// Entries a tarball may hold.
+    pub max_file_count: u64,
+    /// Bytes of the top-level `readme` kept (cut at a character boundary).
+    pub max_readme_size: usize,
+    /// Bytes a version manifest may take, its `readme` excluded.
+    pub max_manifest_size: usize,
 }
 
 /// `[logger]`.
@@ -370,6 +378,10 @@ mod tests {
         assert_eq!(c.storage.local.path, PathBuf::from("./data/storage"));
         assert_eq!(c.upstream.url, "");
         assert!(!c.settings.allow_previous_version);
+        assert_eq!(c.settings.max_unpacked_size, 512 << 20);
+        assert_eq!(c.settings.max_file_count, 100_000);
+        assert_eq!(c.settings.max_readme_size, 256 << 10);
+        assert_eq!(c.settings.max_manifest_size, 1 << 20);
         assert_eq!(c.logger.level, "info");
         assert_eq!(c.auth.kind, AuthType::Github);
         assert_eq!(c.auth.github.api_url, "https://api.github.com");

@@ -47,6 +47,11 @@ pub struct Packument {
     /// `[{"name": ..., "email"?: ...}]`: the first publisher.
     #[serde(default)]
     pub maintainers: Vec<Value>,
+    /// The readme of the version that became `latest` by its publish (cut to
+    /// `settings.max_readme_size`): served at the top level only, as npm's
+    /// registry does. Version manifests keep none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readme: Option<String>,
 }
 
 /// What the registry computed from a published tarball: these replace whatever
@@ -61,6 +66,10 @@ pub struct DistInfo {
     pub file_count: u64,
     /// Sum of the files' sizes, in bytes.
     pub unpacked_size: u64,
+    /// Whether installing runs a script (npm's `hasInstallScript`).
+    pub has_install_script: bool,
+    /// Whether the tarball has an `npm-shrinkwrap.json` (`_hasShrinkwrap`).
+    pub has_shrinkwrap: bool,
 }
 
 /// One version being published: its manifest as the client sent it, the
@@ -68,8 +77,11 @@ pub struct DistInfo {
 #[derive(Debug, Clone)]
 pub struct NewVersion {
     pub version: Version,
+    /// The manifest without its `readme`.
     pub manifest: Map<String, Value>,
     pub tags: Vec<String>,
+    /// The version's readme, already cut to size.
+    pub readme: Option<String>,
     pub dist: DistInfo,
 }
 
@@ -83,15 +95,13 @@ pub enum PublishOutcome {
     AlreadyPublished,
 }
 
-/// Manifest fields the registry owns: a client's values are dropped.
-const REGISTRY_FIELDS: &[&str] = &[
-    "_attachments",
-    "_rev",
-    "_npmUser",
-    "maintainers",
-    "_npmOperationalInternal",
-    "deprecated",
-];
+/// Manifest fields the registry owns besides every `_`-prefixed one: a
+/// client's values are dropped, and nmr sets its own where it has one.
+const REGISTRY_FIELDS: &[&str] = &["maintainers", "deprecated", "hasInstallScript", "readme"];
+
+/// The `_`-prefixed manifest fields a client may set (npm's own record of
+/// the versions it published with).
+const CLIENT_UNDERSCORE_FIELDS: &[&str] = &["_nodeVersion", "_npmVersion"];
 
 /// Fields of a version manifest the abbreviated document keeps
 /// (docs/npm-protocol.md, "Packuments"), plus `libc`.
@@ -148,6 +158,7 @@ impl Packument {
             versions: Map::new(),
             time,
             maintainers: Vec::new(),
+            readme: None,
         }
     }
 
@@ -182,6 +193,13 @@ impl Packument {
         )));
         self.rev = format!("{}-{}", self.rev_count() + 1, &hash[..32]);
         self.time.insert("modified".into(), Value::String(stamp));
+    }
+
+    /// The manifest `latest` points at, if any.
+    pub fn latest_manifest(&self) -> Option<&Value> {
+        self.dist_tags
+            .get("latest")
+            .and_then(|v| self.versions.get(v))
     }
 
     /// Whether `version` was published once and then unpublished.
@@ -266,6 +284,11 @@ pub fn publish(
             "cannot publish over the previously published version {v} of {name}: bump the version in package.json"
         )));
     }
+    if let Some(twin) = precedence_twin(&doc, &new.version) {
+        return Err(ApiError::conflict(format!(
+            "version {v} of {name} is {twin} with other build metadata, which SemVer (and npm) treat as the same version: bump the version in package.json"
+        )));
+    }
     if doc.was_unpublished(v) && !allow_previous_version {
         return Err(ApiError::conflict(format!(
             "version {v} of {name} was unpublished and its number cannot be reused: bump the version in package.json"
@@ -283,8 +306,16 @@ pub fn publish(
         doc.maintainers = vec![json!({ "name": publisher })];
     }
     let mut manifest = new.manifest;
-    for field in REGISTRY_FIELDS {
-        manifest.remove(*field);
+    manifest.retain(|field, _| {
+        !REGISTRY_FIELDS.contains(&field.as_str())
+            && (!field.starts_with('_') || CLIENT_UNDERSCORE_FIELDS.contains(&field.as_str()))
+    });
+    manifest.insert(
+        "hasInstallScript".into(),
+        Value::Bool(new.dist.has_install_script),
+    );
+    if new.dist.has_shrinkwrap {
+        manifest.insert("_hasShrinkwrap".into(), Value::Bool(true));
     }
     manifest.insert("name".into(), Value::String(name.to_string()));
     manifest.insert("version".into(), Value::String(v.to_string()));
@@ -309,8 +340,41 @@ pub fn publish(
     if !doc.dist_tags.contains_key("latest") {
         doc.dist_tags.insert("latest".into(), v.to_string());
     }
+    if doc.dist_tags.get("latest").map(String::as_str) == Some(v) {
+        doc.readme = new.readme;
+    }
+    // Documents stored before readmes moved to the top level: drop theirs.
+    for stored in doc.versions.values_mut() {
+        if let Value::Object(stored) = stored {
+            stored.remove("readme");
+        }
+    }
     doc.touch(now);
     Ok(PublishOutcome::Published(Box::new(doc)))
+}
+
+/// The stored version (live or unpublished) that `version` equals under
+/// SemVer precedence, which ignores build metadata, but not as written:
+/// `3.0.0+evil` beside `3.0.0`. npm resolves ranges by precedence, so such a
+/// twin would shadow its original.
+fn precedence_twin(doc: &Packument, version: &Version) -> Option<String> {
+    let unpublished = doc
+        .time
+        .get("unpublished")
+        .and_then(|u| u.get("versions"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str);
+    doc.versions
+        .keys()
+        .map(String::as_str)
+        .chain(doc.time.keys().map(String::as_str))
+        .chain(unpublished)
+        .filter(|other| *other != version.as_str())
+        .filter_map(|other| Version::parse(other).ok())
+        .find(|other| other.cmp_precedence(version).is_eq())
+        .map(|other| other.to_string())
 }
 
 /// Applies `npm deprecate` / `npm undeprecate`: for each version in `body`
@@ -481,6 +545,9 @@ pub fn render_version(name: &PackageName, manifest: &Value, public_url: &str) ->
         .and_then(|v| Version::parse(v).ok());
     if let (Value::Object(m), Some(version)) = (&mut manifest, version) {
         m.remove("readme");
+        if m.get("hasInstallScript") == Some(&Value::Bool(false)) {
+            m.remove("hasInstallScript");
+        }
         if let Some(Value::Object(dist)) = m.get_mut("dist") {
             dist.insert(
                 "tarball".into(),
@@ -510,6 +577,9 @@ pub fn render_full(name: &PackageName, doc: &Packument, public_url: &str) -> Val
                 out.insert((*field).into(), value.clone());
             }
         }
+    }
+    if let Some(readme) = &doc.readme {
+        out.insert("readme".into(), Value::String(readme.clone()));
     }
     out.insert("dist-tags".into(), json!(doc.dist_tags));
     let versions: Map<String, Value> = doc
@@ -543,14 +613,19 @@ pub fn render_abbreviated(name: &PackageName, doc: &Packument, public_url: &str)
             if let Some(dist) = rendered.get("dist") {
                 out.insert("dist".into(), dist.clone());
             }
-            let has_install_script = manifest
-                .get("scripts")
-                .and_then(Value::as_object)
-                .is_some_and(|s| {
-                    ["preinstall", "install", "postinstall"]
-                        .iter()
-                        .any(|k| s.contains_key(*k))
-                });
+            // Computed from the tarball at publish; versions stored before
+            // that fall back to their manifest's scripts.
+            let has_install_script = match manifest.get("hasInstallScript") {
+                Some(computed) => computed == &Value::Bool(true),
+                None => manifest
+                    .get("scripts")
+                    .and_then(Value::as_object)
+                    .is_some_and(|s| {
+                        ["preinstall", "install", "postinstall"]
+                            .iter()
+                            .any(|k| s.contains_key(*k))
+                    }),
+            };
             if has_install_script {
                 out.insert("hasInstallScript".into(), Value::Bool(true));
             }
@@ -583,17 +658,23 @@ mod tests {
             "readme": format!("# widget {v}"), "dependencies": {"@acme/base": "^1.0.0"},
             "scripts": {"postinstall": "node x.js", "test": "true"},
             "_npmUser": {"name": "mallory"}, "maintainers": [{"name": "mallory"}],
-            "dist": {"tarball": "http://evil/x.tgz", "integrity": "sha512-client", "shasum": "client"}
+            "dist": {"tarball": "http://evil/x.tgz", "integrity": "sha512-client", "shasum": "client"},
+            "_resolved": "http://evil/x.tgz", "_integrity": "sha512-client", "_from": "evil",
+            "_shasum": "client", "_nodeVersion": "20.20.2", "_npmVersion": "11.19.1",
+            "hasInstallScript": false
         });
         NewVersion {
             version: Version::parse(v).unwrap(),
             manifest: manifest.as_object().unwrap().clone(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            readme: Some(format!("# widget {v}")),
             dist: DistInfo {
                 shasum: format!("sha1-of-{v}"),
                 integrity: format!("sha512-of-{v}"),
                 file_count: 2,
                 unpacked_size: 100,
+                has_install_script: true,
+                has_shrinkwrap: false,
             },
         }
     }
@@ -707,6 +788,59 @@ mod tests {
         assert_eq!(m["maintainers"], json!([{"name": "alice"}]));
         assert_eq!(m["_npmUser"]["name"], "alice");
         assert_ne!(m["dist"]["integrity"], "sha512-client");
+        for claim in ["_resolved", "_integrity", "_from", "_shasum", "readme"] {
+            assert!(m.get(claim).is_none(), "{claim} kept");
+        }
+        assert_eq!(m["_nodeVersion"], "20.20.2");
+        assert_eq!(m["_npmVersion"], "11.19.1");
+        // Computed from the tarball, not the client's false.
+        assert_eq!(m["hasInstallScript"], true);
+    }
+
+    #[test]
+    fn build_metadata_twins_are_refused() {
+        let doc = published(None, "3.0.0", &["latest"], 0);
+        for twin in ["3.0.0+evil", "3.0.0+1"] {
+            let err = publish(
+                Some(doc.clone()),
+                &name(),
+                new_version(twin, &["latest"]),
+                "m",
+                at(1),
+                false,
+            )
+            .unwrap_err();
+            assert_eq!(err.status, 409, "{twin}");
+            assert!(err.message.contains("build metadata"), "{err}");
+        }
+        // An unpublished version's twin too, and whatever the setting.
+        let doc = published(Some(doc), "3.1.0+a", &["latest"], 2);
+        let mut gone = doc.clone();
+        unpublish_versions(&mut gone, &["3.0.0".to_string()], at(3)).unwrap();
+        let err = publish(
+            Some(gone),
+            &name(),
+            new_version("3.1.0+b", &["latest"]),
+            "m",
+            at(4),
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(err.status, 409);
+        // Another prerelease or patch is no twin.
+        published(Some(doc), "3.0.1-rc.1+x", &["next"], 5);
+    }
+
+    #[test]
+    fn only_the_latest_readme_is_kept_and_at_the_top() {
+        let doc = published(None, "1.0.0", &["latest"], 0);
+        let doc = published(Some(doc), "2.0.0-beta.1", &["beta"], 1);
+        assert_eq!(doc.readme.as_deref(), Some("# widget 1.0.0"));
+        let doc = published(Some(doc), "2.0.0", &["latest"], 2);
+        assert_eq!(doc.readme.as_deref(), Some("# widget 2.0.0"));
+        assert!(doc.versions.values().all(|m| m.get("readme").is_none()));
+        let full = render_full(&name(), &doc, "http://r/");
+        assert_eq!(full["readme"], "# widget 2.0.0");
     }
 
     #[test]

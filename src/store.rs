@@ -501,11 +501,14 @@ mod tests {
                 .unwrap()
                 .clone(),
             tags: vec!["latest".into()],
+            readme: None,
             dist: DistInfo {
                 shasum: format!("sha-{v}"),
                 integrity: format!("sha512-{v}"),
                 file_count: 1,
                 unpacked_size: 1,
+                has_install_script: false,
+                has_shrinkwrap: false,
             },
         };
         let PublishOutcome::Published(doc) = packument::publish(

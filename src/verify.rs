@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 use sha1::Sha1;
 use sha2::{Digest, Sha512};
 
+use crate::config::Settings;
 use crate::error::ApiError;
 use crate::name::{PackageName, Version};
 use crate::packument::{DistInfo, NewVersion};
@@ -189,7 +190,11 @@ pub fn check_bound_to(body: &WriteBody, name: &PackageName) -> Result<(), ApiErr
 /// async runtime.
 ///
 /// Errors are 400 with a sentence naming the field at fault.
-pub fn verify_publish(name: &PackageName, body: WriteBody) -> Result<VerifiedPublish, ApiError> {
+pub fn verify_publish(
+    name: &PackageName,
+    body: WriteBody,
+    settings: &Settings,
+) -> Result<VerifiedPublish, ApiError> {
     let bad = |m: String| Err(ApiError::bad_request(m));
     let Some(versions) = body.versions else {
         return bad("the publish body has no versions object".into());
@@ -202,8 +207,19 @@ pub fn verify_publish(name: &PackageName, body: WriteBody) -> Result<VerifiedPub
     }
     let (version_key, raw_manifest) = versions.into_iter().next().expect("one version");
     let version = Version::parse(&version_key).map_err(ApiError::bad_request)?;
-    let manifest = parse_manifest(&version_key, &raw_manifest)?;
+    let mut manifest = parse_manifest(&version_key, &raw_manifest)?;
     drop(raw_manifest);
+    let readme = match manifest.remove("readme") {
+        Some(Value::String(readme)) => Some(cut_at_char_boundary(readme, settings.max_readme_size)),
+        _ => None,
+    };
+    let size = serde_json::to_vec(&manifest).map_or(usize::MAX, |v| v.len());
+    if size > settings.max_manifest_size {
+        return Err(too_large(format!(
+            "versions[{version_key:?}] takes {size} bytes without its readme, more than settings.max_manifest_size ({})",
+            settings.max_manifest_size
+        )));
+    }
     if manifest.get("name").and_then(Value::as_str) != Some(name.as_str()) {
         return bad(format!(
             "versions[{version_key:?}].name must be {name:?}, the package in the URL"
@@ -313,7 +329,13 @@ pub fn verify_publish(name: &PackageName, body: WriteBody) -> Result<VerifiedPub
         check_integrity(claimed, &shasum, &integrity)?;
     }
 
-    let contents = read_tarball(&tarball)?;
+    let contents = read_tarball(
+        &tarball,
+        TarballLimits {
+            max_unpacked_size: settings.max_unpacked_size,
+            max_file_count: settings.max_file_count,
+        },
+    )?;
     let inner_name = contents.package_json.get("name").and_then(Value::as_str);
     let inner_version = contents.package_json.get("version").and_then(Value::as_str);
     if inner_name != Some(name.as_str()) || inner_version != Some(version_key.as_str()) {
@@ -324,20 +346,53 @@ pub fn verify_publish(name: &PackageName, body: WriteBody) -> Result<VerifiedPub
         ));
     }
 
+    let has_install_script = install_script(&contents);
     Ok(VerifiedPublish {
         new: NewVersion {
             version,
             manifest,
             tags,
+            readme,
             dist: DistInfo {
                 shasum,
                 integrity,
                 file_count: contents.file_count,
                 unpacked_size: contents.unpacked_size,
+                has_install_script,
+                has_shrinkwrap: contents.has_shrinkwrap,
             },
         },
         tarball: Bytes::from(tarball),
     })
+}
+
+/// Whether installing the tarball runs a script: its `package.json` has a
+/// `preinstall`, `install` or `postinstall` script, or a `binding.gyp` with
+/// neither `install` nor `preinstall` and `gypfile` not `false` (npm then
+/// runs `node-gyp rebuild` as the install script).
+fn install_script(contents: &TarballContents) -> bool {
+    let scripts = contents
+        .package_json
+        .get("scripts")
+        .and_then(Value::as_object);
+    let has = |name: &str| scripts.is_some_and(|s| s.get(name).is_some_and(Value::is_string));
+    let gyp = contents.has_binding_gyp
+        && !has("install")
+        && !has("preinstall")
+        && contents.package_json.get("gypfile") != Some(&Value::Bool(false));
+    has("preinstall") || has("install") || has("postinstall") || gyp
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn cut_at_char_boundary(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// Parses the raw manifest of `version` into an object, refusing one of
@@ -400,40 +455,200 @@ pub struct TarballContents {
     pub file_count: u64,
     /// Sum of their sizes, in bytes.
     pub unpacked_size: u64,
+    /// Whether `<top>/npm-shrinkwrap.json` is there (npm's `_hasShrinkwrap`).
+    pub has_shrinkwrap: bool,
+    /// Whether `<top>/binding.gyp` is there (npm then adds an install script).
+    pub has_binding_gyp: bool,
 }
 
-/// Reads a gzipped tar as npm packs it: counts files and parses the
-/// `package.json` in the top directory (`package/` for npm, but any one top
-/// directory is accepted, as npm does).
-pub fn read_tarball(tgz: &[u8]) -> Result<TarballContents, ApiError> {
-    let bad = |e: std::io::Error| {
-        ApiError::bad_request(format!("the tarball is not a valid gzipped tar: {e}"))
+/// How far a tarball may inflate (`settings.max_unpacked_size`,
+/// `settings.max_file_count`).
+#[derive(Debug, Clone, Copy)]
+pub struct TarballLimits {
+    pub max_unpacked_size: u64,
+    pub max_file_count: u64,
+}
+
+/// A reader that fails once more than `left` bytes came through it: the
+/// backstop against inflating more than a tarball's entries declare
+/// (padding, headers, data after the end of the archive).
+struct Capped<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::other("the tarball inflates beyond settings.max_unpacked_size")
+        })?;
+        Ok(n)
+    }
+}
+
+fn too_large(what: String) -> ApiError {
+    ApiError::new(http::StatusCode::PAYLOAD_TOO_LARGE, what)
+}
+
+/// Reads a gzipped tar once, as npm would extract it (every gzip member, the
+/// first path component stripped), and refuses (400, naming the problem)
+/// what npm would extract differently from what nmr checks:
+///
+/// - more than one top-level directory (npm strips the first component of
+///   every path, so `x/package.json` and `package/package.json` would both
+///   land on `package.json`; the directory may be named other than
+///   `package/`, but there is one);
+/// - a `package.json` at depth one that is not exactly one regular file;
+/// - an entry whose path is absolute or contains `..`, a device, fifo or
+///   hard link, or a symbolic link pointing outside the package;
+/// - anything that is not a valid gzip-compressed tar, or non-zero data
+///   after the end of the archive.
+///
+/// A tarball whose entries add up to more than `limits.max_unpacked_size`
+/// bytes, or hold more than `limits.max_file_count` entries, is refused
+/// (413) as soon as the bound is crossed, from the entry headers, before
+/// inflating the rest.
+pub fn read_tarball(tgz: &[u8], limits: TarballLimits) -> Result<TarballContents, ApiError> {
+    use std::path::Component;
+    let bad = |m: String| ApiError::bad_request(format!("the tarball is refused: {m}"));
+    let broken = |e: std::io::Error| {
+        if e.to_string().contains("max_unpacked_size") {
+            too_large(format!(
+                "the tarball inflates to more than {} bytes (settings.max_unpacked_size)",
+                limits.max_unpacked_size
+            ))
+        } else {
+            ApiError::bad_request(format!("the tarball is not a valid gzipped tar: {e}"))
+        }
     };
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-    let mut package_json = None;
-    let mut file_count = 0;
-    let mut unpacked_size = 0;
-    for entry in archive.entries().map_err(bad)? {
-        let mut entry = entry.map_err(bad)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
+    // Headers and padding take at most 1.5 KiB per entry beyond its data.
+    let cap = limits
+        .max_unpacked_size
+        .saturating_add(limits.max_file_count.saturating_mul(1536))
+        .saturating_add(1 << 20);
+    let mut archive = tar::Archive::new(Capped {
+        inner: flate2::read::MultiGzDecoder::new(tgz),
+        left: cap,
+    });
+    let mut top: Option<std::ffi::OsString> = None;
+    let mut package_json: Option<String> = None;
+    let (mut entries, mut file_count, mut unpacked_size) = (0u64, 0u64, 0u64);
+    let (mut has_shrinkwrap, mut has_binding_gyp) = (false, false);
+    for entry in archive.entries().map_err(broken)? {
+        let mut entry = entry.map_err(broken)?;
+        entries += 1;
+        if entries > limits.max_file_count {
+            return Err(too_large(format!(
+                "the tarball has more than {} entries (settings.max_file_count)",
+                limits.max_file_count
+            )));
+        }
+        let path = entry.path().map_err(broken)?.into_owned();
+        let shown = path.display().to_string();
+        let mut parts = Vec::new();
+        for component in path.components() {
+            match component {
+                Component::Normal(part) => parts.push(part.to_os_string()),
+                Component::CurDir => {}
+                _ => {
+                    return Err(bad(format!(
+                        "the entry {shown:?} is absolute or contains .."
+                    )));
+                }
+            }
+        }
+        let Some(first) = parts.first() else {
+            return Err(bad(format!("the entry {shown:?} has no name")));
+        };
+        match &top {
+            None => top = Some(first.clone()),
+            Some(t) if t != first => {
+                return Err(bad(format!(
+                    "it has more than one top-level directory ({} and {}); npm would extract both into one",
+                    t.to_string_lossy(),
+                    first.to_string_lossy()
+                )));
+            }
+            Some(_) => {}
+        }
+        let kind = entry.header().entry_type();
+        let at_top = |name: &str| parts.len() == 2 && parts[1] == name;
+        if at_top("package.json") {
+            if !kind.is_file() {
+                return Err(bad(format!("{shown} is not a regular file")));
+            }
+            if package_json.is_some() {
+                return Err(bad(format!(
+                    "it has more than one {shown}; npm would install the last one"
+                )));
+            }
+        }
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {}
+            tar::EntryType::Directory => continue,
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(broken)?
+                    .ok_or_else(|| bad(format!("the symbolic link {shown:?} has no target")))?;
+                // Resolved against the link's directory inside the package.
+                let mut depth = parts.len() as i64 - 2;
+                for component in target.components() {
+                    match component {
+                        Component::Normal(_) => depth += 1,
+                        Component::CurDir => {}
+                        Component::ParentDir => depth -= 1,
+                        _ => depth = -1,
+                    }
+                    if depth < 0 {
+                        return Err(bad(format!(
+                            "the symbolic link {shown:?} points outside the package ({})",
+                            target.display()
+                        )));
+                    }
+                }
+                continue;
+            }
+            other => {
+                return Err(bad(format!(
+                    "the entry {shown:?} is a {other:?}, not a file, directory or symbolic link"
+                )));
+            }
+        }
+        let size = entry.size();
+        unpacked_size = unpacked_size.saturating_add(size);
+        if unpacked_size > limits.max_unpacked_size {
+            return Err(too_large(format!(
+                "the tarball inflates to more than {} bytes (settings.max_unpacked_size)",
+                limits.max_unpacked_size
+            )));
         }
         file_count += 1;
-        unpacked_size += entry.size();
-        let path = entry.path().map_err(bad)?.into_owned();
-        let mut parts = path.components();
-        let is_package_json = parts.next().is_some()
-            && parts
-                .next()
-                .is_some_and(|c| c.as_os_str() == "package.json")
-            && parts.next().is_none();
-        if is_package_json && package_json.is_none() {
+        has_shrinkwrap |= at_top("npm-shrinkwrap.json");
+        has_binding_gyp |= at_top("binding.gyp");
+        if at_top("package.json") {
+            if size > MAX_PACKAGE_JSON {
+                return Err(too_large(format!(
+                    "{shown} is larger than {MAX_PACKAGE_JSON} bytes"
+                )));
+            }
             let mut text = String::new();
-            (&mut entry)
-                .take(MAX_PACKAGE_JSON)
-                .read_to_string(&mut text)
-                .map_err(bad)?;
+            entry.read_to_string(&mut text).map_err(broken)?;
             package_json = Some(text);
+        }
+    }
+    // npm's extraction ignores nothing after the end-of-archive blocks that
+    // tar readers stop at, so neither may anything be there.
+    let mut rest = archive.into_inner();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = rest.read(&mut buf).map_err(broken)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Err(bad("it has data after the end of the archive".into()));
         }
     }
     let text = package_json
@@ -450,6 +665,8 @@ pub fn read_tarball(tgz: &[u8]) -> Result<TarballContents, ApiError> {
         package_json,
         file_count,
         unpacked_size,
+        has_shrinkwrap,
+        has_binding_gyp,
     })
 }
 
@@ -493,6 +710,24 @@ pub mod testing {
             .expect("finish tarball")
     }
 
+    /// A gzipped tar of raw entries: (path as written, type, data, link).
+    pub fn raw_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut builder = tar::Builder::new(gz);
+        for (path, kind, data, link) in entries {
+            let mut header = tar::Header::new_gnu();
+            let gnu = header.as_gnu_mut().unwrap();
+            gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+            gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            header.set_entry_type(*kind);
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.into_inner().unwrap().finish().unwrap()
+    }
+
     /// A publish body as `npm publish` sends it (docs/npm-protocol.md, "publish").
     pub fn publish_body(name: &str, version: &str, tag: &str, tgz: &[u8]) -> Value {
         let engine = base64::engine::general_purpose::STANDARD;
@@ -527,6 +762,7 @@ mod tests {
     use super::testing::*;
     use super::*;
     use serde_json::json;
+    use std::io::Read;
 
     fn name() -> PackageName {
         PackageName::parse("@acme/widget").unwrap()
@@ -535,7 +771,13 @@ mod tests {
     fn verify(body: Value) -> Result<VerifiedPublish, ApiError> {
         let body = WriteBody::parse(body.to_string().as_bytes())?;
         check_bound_to(&body, &name())?;
-        verify_publish(&name(), body)
+        verify_publish(&name(), body, &settings())
+    }
+
+    fn settings() -> Settings {
+        crate::config::Config::load_with_env(None, Vec::new())
+            .unwrap()
+            .settings
     }
 
     fn good() -> (Vec<u8>, Value) {
@@ -658,5 +900,142 @@ mod tests {
         let (_, mut body) = good();
         body["dist-tags"] = json!({"latest": "0.0.1"});
         rejected(body, "dist-tags.latest");
+    }
+
+    fn limits() -> TarballLimits {
+        TarballLimits {
+            max_unpacked_size: 1 << 20,
+            max_file_count: 100,
+        }
+    }
+
+    const PKG: &[u8] = br#"{"name":"@acme/widget","version":"1.0.0"}"#;
+    const EVIL: &[u8] =
+        br#"{"name":"@evil/other","version":"6.6.6","scripts":{"postinstall":"x"}}"#;
+
+    fn refused(tgz: Vec<u8>, status: u16, needle: &str) {
+        let e = read_tarball(&tgz, limits()).unwrap_err();
+        assert_eq!(e.status, status, "{e}");
+        assert!(
+            e.message.contains(needle),
+            "{needle:?} not in {:?}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn one_tarball_one_package_json() {
+        use tar::EntryType::{Block, Char, Fifo, Link, Regular, Symlink};
+        let ok = raw_tar(&[
+            ("package/package.json", Regular, PKG, ""),
+            ("package/lib/a.js", Regular, b"1", ""),
+            ("package/lib/b.js", Symlink, b"", "a.js"),
+            ("package/c.js", Symlink, b"", "lib/../lib/a.js"),
+        ]);
+        let contents = read_tarball(&ok, limits()).unwrap();
+        assert_eq!(contents.file_count, 2);
+        // Any one top-level name is fine: npm strips it.
+        read_tarball(
+            &raw_tar(&[("pkg/package.json", Regular, PKG, "")]),
+            limits(),
+        )
+        .unwrap();
+        refused(
+            raw_tar(&[
+                ("package/package.json", Regular, PKG, ""),
+                ("package/package.json", Regular, EVIL, ""),
+            ]),
+            400,
+            "more than one package/package.json",
+        );
+        refused(
+            raw_tar(&[
+                ("x/package.json", Regular, PKG, ""),
+                ("package/package.json", Regular, EVIL, ""),
+            ]),
+            400,
+            "more than one top-level directory",
+        );
+        refused(
+            raw_tar(&[("package/package.json", Symlink, b"", "../../etc/passwd")]),
+            400,
+            "not a regular file",
+        );
+        for (entry, kind, link, needle) in [
+            ("/package/x", Regular, "", "absolute"),
+            ("package/../x", Regular, "", "contains .."),
+            ("package/l", Symlink, "../../outside", "points outside"),
+            ("package/l", Symlink, "/etc/passwd", "points outside"),
+            ("package/h", Link, "package/package.json", "Link"),
+            ("package/f", Fifo, "", "Fifo"),
+            ("package/c", Char, "", "Char"),
+            ("package/b", Block, "", "Block"),
+        ] {
+            refused(
+                raw_tar(&[
+                    ("package/package.json", Regular, PKG, ""),
+                    (entry, kind, b"", link),
+                ]),
+                400,
+                needle,
+            );
+        }
+        refused(b"not gzip".to_vec(), 400, "not a valid gzipped tar");
+    }
+
+    #[test]
+    fn inflation_is_bounded_before_it_happens() {
+        use tar::EntryType::Regular;
+        let zeros = vec![0u8; (1 << 20) + 1];
+        refused(
+            raw_tar(&[
+                ("package/package.json", Regular, PKG, ""),
+                ("package/big", Regular, &zeros, ""),
+            ]),
+            413,
+            "settings.max_unpacked_size",
+        );
+        let many: Vec<(String, tar::EntryType, &[u8], &str)> = (0..101)
+            .map(|i| (format!("package/f{i}"), Regular, b"x".as_slice(), ""))
+            .collect();
+        let many: Vec<(&str, tar::EntryType, &[u8], &str)> = many
+            .iter()
+            .map(|(p, k, d, l)| (p.as_str(), *k, *d, *l))
+            .collect();
+        refused(raw_tar(&many), 413, "settings.max_file_count");
+    }
+
+    #[test]
+    fn nothing_hides_after_the_archive_or_in_a_second_gzip_member() {
+        use std::io::Write;
+        use tar::EntryType::Regular;
+        let mut tgz = raw_tar(&[("package/package.json", Regular, PKG, "")]);
+        // A second gzip member, which npm's extraction reads too.
+        tgz.extend(raw_tar(&[("package/package.json", Regular, EVIL, "")]));
+        refused(tgz, 400, "after the end of the archive");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let one = raw_tar(&[("package/package.json", Regular, PKG, "")]);
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(one.as_slice())
+            .read_to_end(&mut tar)
+            .unwrap();
+        gz.write_all(&tar).unwrap();
+        gz.write_all(b"trailing junk").unwrap();
+        refused(gz.finish().unwrap(), 400, "after the end of the archive");
+    }
+
+    #[test]
+    fn manifests_are_bounded_and_lose_their_readme() {
+        let (_, mut body) = good();
+        body["versions"]["1.0.0"]["readme"] = json!("é".repeat(200_000));
+        let v = verify(body).unwrap();
+        let readme = v.new.readme.unwrap();
+        assert!(readme.len() <= 256 * 1024 && readme.len() >= 256 * 1024 - 1);
+        assert!(!v.new.manifest.contains_key("readme"));
+        let (_, mut body) = good();
+        body["versions"]["1.0.0"]["description"] = json!("x".repeat(1 << 20));
+        let e = verify(body).unwrap_err();
+        assert_eq!(e.status, 413);
+        assert!(e.message.contains("settings.max_manifest_size"), "{e}");
     }
 }

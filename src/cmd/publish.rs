@@ -68,14 +68,35 @@ async fn publish(
             serde_json::from_str::<Repository>(raw.get()).ok()
         })
         .and_then(|r| r.repository);
+    // An existing package bound to no repo is adopted by its rules.
+    let unbound = match (&registry.auth, &access.binding) {
+        (crate::auth::Auth::None, _) | (_, Some(_)) => None,
+        (_, None) => registry
+            .store
+            .packument(name)
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+    };
+    let stored_repository = unbound.as_ref().map(|doc| {
+        doc.latest_manifest()
+            .and_then(|manifest| manifest.get("repository"))
+    });
     let grant = registry
         .auth
-        .authorize_publish(access, &request.credentials, name, repository.as_ref())
+        .authorize_publish(
+            access,
+            &request.credentials,
+            name,
+            repository.as_ref(),
+            stored_repository,
+        )
         .await?;
     let identity = grant.identity;
     let owned_name = name.clone();
-    let verified =
-        parse_blocking(registry, move || verify::verify_publish(&owned_name, body)).await?;
+    let settings = registry.config.settings.clone();
+    let verified = parse_blocking(registry, move || {
+        verify::verify_publish(&owned_name, body, &settings)
+    })
+    .await?;
     let version = verified.new.version.clone();
     let integrity = verified.new.dist.integrity.clone();
 
