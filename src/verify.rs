@@ -30,6 +30,7 @@ use sha2::{Digest, Sha512};
 
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::manifest::{self, PackageFiles};
 use crate::name::{PackageName, Version};
 use crate::packument::{DistInfo, NewVersion};
 
@@ -346,7 +347,9 @@ pub fn verify_publish(
         ));
     }
 
-    let has_install_script = install_script(&contents);
+    let normalised = manifest::normalise(&contents.package_json, &contents.files);
+    manifest::compare(&manifest, &normalised)?;
+    let has_install_script = install_script(&normalised);
     Ok(VerifiedPublish {
         new: NewVersion {
             version,
@@ -366,21 +369,14 @@ pub fn verify_publish(
     })
 }
 
-/// Whether installing the tarball runs a script: its `package.json` has a
-/// `preinstall`, `install` or `postinstall` script, or a `binding.gyp` with
-/// neither `install` nor `preinstall` and `gypfile` not `false` (npm then
-/// runs `node-gyp rebuild` as the install script).
-fn install_script(contents: &TarballContents) -> bool {
-    let scripts = contents
-        .package_json
-        .get("scripts")
-        .and_then(Value::as_object);
-    let has = |name: &str| scripts.is_some_and(|s| s.get(name).is_some_and(Value::is_string));
-    let gyp = contents.has_binding_gyp
-        && !has("install")
-        && !has("preinstall")
-        && contents.package_json.get("gypfile") != Some(&Value::Bool(false));
-    has("preinstall") || has("install") || has("postinstall") || gyp
+/// Whether installing runs a script: the normalised `package.json` (which
+/// holds the `install` npm adds for a `*.gyp` file) has `preinstall`,
+/// `install` or `postinstall`.
+fn install_script(normalised: &Map<String, Value>) -> bool {
+    let scripts = normalised.get("scripts");
+    ["preinstall", "install", "postinstall"]
+        .iter()
+        .any(|name| scripts.and_then(|s| s.get(*name)).is_some())
 }
 
 /// `text` cut to at most `max` bytes, at a character boundary.
@@ -457,8 +453,8 @@ pub struct TarballContents {
     pub unpacked_size: u64,
     /// Whether `<top>/npm-shrinkwrap.json` is there (npm's `_hasShrinkwrap`).
     pub has_shrinkwrap: bool,
-    /// Whether `<top>/binding.gyp` is there (npm then adds an install script).
-    pub has_binding_gyp: bool,
+    /// Every entry's path below the top-level directory.
+    pub files: PackageFiles,
 }
 
 /// How far a tarball may inflate (`settings.max_unpacked_size`,
@@ -534,7 +530,8 @@ pub fn read_tarball(tgz: &[u8], limits: TarballLimits) -> Result<TarballContents
     let mut top: Option<std::ffi::OsString> = None;
     let mut package_json: Option<String> = None;
     let (mut entries, mut file_count, mut unpacked_size) = (0u64, 0u64, 0u64);
-    let (mut has_shrinkwrap, mut has_binding_gyp) = (false, false);
+    let mut has_shrinkwrap = false;
+    let mut paths = Vec::new();
     for entry in archive.entries().map_err(broken)? {
         let mut entry = entry.map_err(broken)?;
         entries += 1;
@@ -574,6 +571,13 @@ pub fn read_tarball(tgz: &[u8], limits: TarballLimits) -> Result<TarballContents
         }
         let kind = entry.header().entry_type();
         let at_top = |name: &str| parts.len() == 2 && parts[1] == name;
+        if parts.len() > 1 {
+            let below: Vec<String> = parts[1..]
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            paths.push(below.join("/"));
+        }
         if at_top("package.json") {
             if !kind.is_file() {
                 return Err(bad(format!("{shown} is not a regular file")));
@@ -626,7 +630,6 @@ pub fn read_tarball(tgz: &[u8], limits: TarballLimits) -> Result<TarballContents
         }
         file_count += 1;
         has_shrinkwrap |= at_top("npm-shrinkwrap.json");
-        has_binding_gyp |= at_top("binding.gyp");
         if at_top("package.json") {
             if size > MAX_PACKAGE_JSON {
                 return Err(too_large(format!(
@@ -666,7 +669,7 @@ pub fn read_tarball(tgz: &[u8], limits: TarballLimits) -> Result<TarballContents
         file_count,
         unpacked_size,
         has_shrinkwrap,
-        has_binding_gyp,
+        files: PackageFiles { paths },
     })
 }
 

@@ -100,6 +100,51 @@ fn tarballs_that_npm_would_extract_differently_are_refused() {
 }
 
 #[test]
+fn the_manifest_must_be_the_tarballs_package_json() {
+    let server = Server::start(&[]);
+    // The tarball has a postinstall script, a dependency and a bin; each
+    // manifest below hides one of them.
+    let inner = json!({
+        "name": NAME, "version": "1.0.0",
+        "scripts": {"postinstall": "node pwn.js"},
+        "dependencies": {"@evil/payload": "^6.6.6"},
+        "bin": "./pwn.js",
+    })
+    .to_string()
+    .into_bytes();
+    let tgz = raw_tar(&[
+        ("package/package.json", Regular, &inner, ""),
+        ("package/pwn.js", Regular, b"1", ""),
+    ]);
+    let honest = json!({
+        "scripts": {"postinstall": "node pwn.js"},
+        "dependencies": {"@evil/payload": "^6.6.6"},
+        "bin": {"widget": "pwn.js"},
+    });
+    for (hidden, field) in [
+        ("scripts", "scripts.postinstall"),
+        ("dependencies", "dependencies"),
+        ("bin", "bin"),
+    ] {
+        let mut body = publish_body(NAME, "1.0.0", "latest", &tgz);
+        let manifest = body["versions"]["1.0.0"].as_object_mut().unwrap();
+        for (k, v) in honest.as_object().unwrap() {
+            if k != hidden {
+                manifest.insert(k.clone(), v.clone());
+            }
+        }
+        refused(&server, 400, &format!("the manifest's {field} is"), &body);
+    }
+    let mut body = publish_body(NAME, "1.0.0", "latest", &tgz);
+    body["versions"]["1.0.0"]
+        .as_object_mut()
+        .unwrap()
+        .extend(honest.as_object().unwrap().clone());
+    let reply = server.http().put_json(&escape(NAME), &body);
+    assert_eq!(reply.status, 201, "{}", reply.error());
+}
+
+#[test]
 fn the_registry_says_what_the_tarball_holds() {
     let server = Server::start(&[]);
     let http = server.http();
