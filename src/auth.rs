@@ -41,7 +41,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{AuthConfig, AuthType};
 use crate::error::ApiError;
-use crate::github::{self, GitHub, KnownTokens, Permissions, Refusal, Repo};
+use crate::github::{self, GitHub, KnownTokens, Permissions, Refusal, Repo, RepoAccess};
 use crate::name::PackageName;
 
 /// What a request wants to do to a package; each maps to the permission it
@@ -180,8 +180,13 @@ pub struct Access {
     /// The repository the package is bound to (`None`: not bound, or
     /// `auth.type = "none"`).
     pub binding: Option<Repo>,
-    /// The caller's permission on `binding`.
-    pub permissions: Option<Permissions>,
+    /// What GitHub says of `binding` to the caller: the repository as it
+    /// is now and the caller's permissions (`None`: cannot see it).
+    pub found: Option<RepoAccess>,
+    /// The binding as it should be stored from now on: the same repository
+    /// (same id) under the name GitHub now gives it, or with the ids a
+    /// binding made before ids were kept lacks. `None`: unchanged.
+    pub rebind: Option<Repo>,
 }
 
 /// The configured authorization model.
@@ -211,47 +216,90 @@ pub fn hidden(package: &PackageName) -> ApiError {
 
 /// The decision for `action` on `package` by `login`, from facts alone:
 /// `bound` is the package's repository (`None`: the package is not bound)
-/// and `permissions` the caller's on it (`None`: cannot see it).
+/// and `found` what GitHub says of it to the caller (`None`: cannot see it).
 ///
 /// A publish of an unbound package is allowed here: it is decided by
 /// [`decide_publish`] once the body names a repository. Anything else on an
-/// unbound package, or on a repo the caller cannot see, is [`hidden`]; too
-/// little permission is 403 naming what is needed.
+/// unbound package, or on a repo the caller cannot see, is [`hidden`]; the
+/// repository must still be the bound one ([`check_identity`]); too little
+/// permission is 403 naming what is needed.
 pub fn decide(
     package: &PackageName,
     action: Action,
     login: &str,
     bound: Option<&Repo>,
-    permissions: Option<&Permissions>,
+    found: Option<&RepoAccess>,
 ) -> Result<(), ApiError> {
-    let Some(repo) = bound else {
+    let Some(bound) = bound else {
         return match action {
             Action::Publish => Ok(()),
             _ => Err(hidden(package)),
         };
     };
-    let permissions = permissions.ok_or_else(|| hidden(package))?;
+    let found = found.ok_or_else(|| hidden(package))?;
+    check_identity(package, action, bound, found)?;
+    let permissions = &found.permissions;
     if action.allowed_by(permissions) {
         return Ok(());
     }
     Err(ApiError::forbidden(format!(
-        "{} {package} needs {} permission on the GitHub repository {repo}; {login} has {}",
+        "{} {package} needs {} permission on the GitHub repository {}; {login} has {}",
         action.verb(),
         action.needs(),
+        found.repo,
         permissions.highest()
     )))
 }
 
+/// Whether what GitHub `found` under the bound name is still the repository
+/// `package` is bound to, with its owner still the package's scope.
+///
+/// - Another id under the name (the repo was deleted and one of the same name
+///   created): its permissions are never used. Reads get [`hidden`]; writes
+///   get 403 explaining it to an admin of the new repo, [`hidden`] to others.
+/// - The same repo now owned by another account (transferred): 403 for
+///   every request, saying so, since the scope must equal the owner.
+/// - Renamed within the owner: fine (the caller stores the new name).
+pub fn check_identity(
+    package: &PackageName,
+    action: Action,
+    bound: &Repo,
+    found: &RepoAccess,
+) -> Result<(), ApiError> {
+    if let (Some(bound_id), Some(found_id)) = (bound.id, found.repo.id)
+        && bound_id != found_id
+    {
+        return match action {
+            Action::Read => Err(hidden(package)),
+            _ if found.permissions.admin => Err(ApiError::forbidden(format!(
+                "{package} is bound to the GitHub repository {bound} with id {bound_id}, but that name now belongs to another repository (id {found_id}): it was deleted and created again, so its permissions do not apply to {package}; restore the original repository, or publish under another name"
+            ))),
+            _ => Err(hidden(package)),
+        };
+    }
+    let scope = package.scope().unwrap_or_default();
+    if !found.repo.owner.eq_ignore_ascii_case(scope) {
+        return Err(ApiError::forbidden(format!(
+            "the GitHub repository of {package} moved from {bound} to {}, out of the {scope} account: a package's scope must equal its repository's owner, so nmr refuses every request on {package}; an admin of {} must move it back to {scope}, or republish it as @{}/...",
+            found.repo,
+            found.repo,
+            found.repo.owner.to_ascii_lowercase()
+        )));
+    }
+    Ok(())
+}
+
 /// The decision of a publish of `package` by `login` whose version names
 /// `named` (already checked to be a GitHub repo owned by the scope), with
-/// `on_named` the caller's permission on it; `bound` and `on_bound` as for
-/// [`decide`] (which already required push on `bound`). Returns the binding
-/// after the publish.
+/// `on_named` what GitHub says of it to the caller; `bound` and `on_bound`
+/// as for [`decide`] (which already required push on `bound`). Returns the
+/// binding after the publish, as GitHub names it, with its ids.
 ///
 /// Rules: a first publish needs `push` on `named` (a repo the caller cannot
 /// see is [`hidden`], as an existing package would be); naming the bound repo
-/// needs nothing more; naming another repo moves the binding only for an
-/// `admin` of the bound repo who can push to the new one (403 otherwise).
+/// (by id, whatever name the body uses) needs nothing more; naming another
+/// repo moves the binding only for an `admin` of the bound repo who can push
+/// to the new one (403 otherwise).
 ///
 /// `adopting` is `Some` when the package exists but is bound to no repo (it
 /// was published under `auth.type = "none"`), holding the repo its latest
@@ -262,24 +310,33 @@ pub fn decide_publish(
     package: &PackageName,
     login: &str,
     bound: Option<&Repo>,
-    on_bound: Option<&Permissions>,
+    on_bound: Option<&RepoAccess>,
     named: &Repo,
-    on_named: Option<&Permissions>,
+    on_named: Option<&RepoAccess>,
     adopting: Option<Option<&Repo>>,
 ) -> Result<Repo, ApiError> {
-    let need_push = |repo: &Repo, permissions: Option<&Permissions>| match permissions {
+    let need_push = |repo: &Repo, found: Option<&RepoAccess>| match found {
         None => Err(hidden(package)),
-        Some(p) if p.can_push() => Ok(()),
-        Some(p) => Err(ApiError::forbidden(format!(
+        Some(f) if f.permissions.can_push() => Ok(f.repo.clone()),
+        Some(f) => Err(ApiError::forbidden(format!(
             "publishing {package} needs push permission on the GitHub repository {repo}; {login} has {}",
-            p.highest()
+            f.permissions.highest()
         ))),
     };
-    match bound {
-        None if adopting.is_some() => {
+    if let Some(found) = on_named {
+        let scope = package.scope().unwrap_or_default();
+        if !found.repo.owner.eq_ignore_ascii_case(scope) {
+            return Err(ApiError::forbidden(format!(
+                "package.json names {named}, which GitHub now calls {}, outside the {scope} account: the scope must equal the repository owner",
+                found.repo
+            )));
+        }
+    }
+    match (bound, on_bound) {
+        (None, _) if adopting.is_some() => {
             let on_named = on_named.ok_or_else(|| hidden(package))?;
             let last = adopting.flatten();
-            if !on_named.admin || last != Some(named) {
+            if !on_named.permissions.admin || !last.is_some_and(|l| l == named) {
                 let how = match last {
                     Some(last) => format!(
                         "an admin of the GitHub repository {last}, which its latest version names, must publish it naming {last}"
@@ -291,14 +348,17 @@ pub fn decide_publish(
                 };
                 return Err(ApiError::forbidden(format!(
                     "{package} exists but is bound to no GitHub repository (it was published without GitHub authorization): to adopt it, {how}; {login} has {} on {named}",
-                    on_named.highest()
+                    on_named.permissions.highest()
                 )));
             }
+            Ok(on_named.repo.clone())
         }
-        None => need_push(named, on_named)?,
-        Some(bound) if bound == named => need_push(bound, on_bound)?,
-        Some(bound) => {
-            if !on_bound.is_some_and(|p| p.admin) {
+        (None, _) => need_push(named, on_named),
+        (Some(bound), Some(current)) if on_named.is_some_and(|n| n.repo.is(&current.repo)) => {
+            need_push(bound, Some(current))
+        }
+        (Some(bound), current) => {
+            if !current.is_some_and(|c| c.permissions.admin) {
                 return Err(ApiError::forbidden(format!(
                     "{package} is bound to the GitHub repository {bound}, not {named}: set repository back to {bound}, or ask an admin of {bound} to publish (moving a package needs admin on {bound} and push on {named})"
                 )));
@@ -311,10 +371,9 @@ pub fn decide_publish(
                 } else {
                     e
                 }
-            })?;
+            })
         }
     }
-    Ok(named.clone())
 }
 
 impl From<Refusal> for ApiError {
@@ -376,12 +435,13 @@ impl Auth {
             return Ok(Access {
                 identity: anonymous(),
                 binding: None,
-                permissions: None,
+                found: None,
+                rebind: None,
             });
         };
         let identity = self.identify(credentials, client).await?;
-        let permissions = match (&binding, credentials) {
-            (Some(repo), Ok(Some(credentials))) => github.permissions(credentials, repo).await?,
+        let found = match (&binding, credentials) {
+            (Some(repo), Ok(Some(credentials))) => github.repo_access(credentials, repo).await?,
             _ => None,
         };
         decide(
@@ -389,12 +449,23 @@ impl Auth {
             action,
             &identity.username,
             binding.as_ref(),
-            permissions.as_ref(),
+            found.as_ref(),
         )?;
+        let rebind = match (&binding, &found) {
+            (Some(bound), Some(found))
+                if bound.id.is_none()
+                    || bound.owner != found.repo.owner
+                    || bound.name != found.repo.name =>
+            {
+                Some(found.repo.clone())
+            }
+            _ => None,
+        };
         Ok(Access {
             identity,
             binding,
-            permissions,
+            found,
+            rebind,
         })
     }
 
@@ -448,9 +519,9 @@ impl Auth {
             )));
         }
         let on_named = if access.binding.as_ref() == Some(&named) {
-            access.permissions
+            access.found.clone()
         } else {
-            github.permissions(credentials, &named).await?
+            github.repo_access(credentials, &named).await?
         };
         let adopting = stored_repository
             .map(|value| value.and_then(|v| github::parse_repository(v, github.host()).ok()));
@@ -458,12 +529,12 @@ impl Auth {
             package,
             &access.identity.username,
             access.binding.as_ref(),
-            access.permissions.as_ref(),
+            access.found.as_ref(),
             &named,
             on_named.as_ref(),
             adopting.as_ref().map(Option::as_ref),
         )?;
-        if let Some(bound) = access.binding.as_ref().filter(|b| **b != binding) {
+        if let Some(bound) = access.binding.as_ref().filter(|b| !b.is(&binding)) {
             log::info!(
                 "{package} moves from {bound} to {binding} (by {})",
                 access.identity.username
@@ -612,37 +683,46 @@ mod tests {
         PackageName::parse("@acme/widget").unwrap()
     }
 
-    fn repo(r: &str) -> Repo {
+    /// `owner/name` with id `id` (owner id 1).
+    fn repo(r: &str, id: u64) -> Repo {
         let (o, n) = r.split_once('/').unwrap();
-        Repo::new(o, n).unwrap()
+        Repo {
+            id: Some(id),
+            owner_id: Some(1),
+            ..Repo::new(o, n).unwrap()
+        }
     }
 
-    fn perm(level: &str) -> Permissions {
+    /// What GitHub says of `repo` to a user with permission `level`.
+    fn seen(repo: &Repo, level: &str) -> RepoAccess {
         let mut p = Permissions {
             pull: true,
             ..Default::default()
         };
         match level {
-            "admin" => {
-                p.admin = true;
-                p.maintain = true;
-                p.push = true;
-            }
-            "maintain" => {
-                p.maintain = true;
-                p.push = true;
-            }
+            "admin" => (p.admin, p.maintain, p.push) = (true, true, true),
+            "maintain" => (p.maintain, p.push) = (true, true),
             "push" => p.push = true,
             _ => {}
         }
-        p
+        RepoAccess {
+            repo: repo.clone(),
+            permissions: p,
+        }
     }
 
     #[test]
     fn the_permission_table() {
-        let bound = repo("acme/widget");
+        let bound = repo("acme/widget", 7);
         let ok = |action, level: &str| {
-            decide(&name(), action, "u", Some(&bound), Some(&perm(level))).is_ok()
+            decide(
+                &name(),
+                action,
+                "u",
+                Some(&bound),
+                Some(&seen(&bound, level)),
+            )
+            .is_ok()
         };
         assert!(ok(Action::Read, "pull"));
         assert!(!ok(Action::Publish, "pull"));
@@ -655,7 +735,7 @@ mod tests {
             Action::DistTag,
             "carol",
             Some(&bound),
-            Some(&perm("pull")),
+            Some(&seen(&bound, "pull")),
         )
         .unwrap_err();
         assert_eq!(e.status, 403);
@@ -669,7 +749,7 @@ mod tests {
 
     #[test]
     fn one_404_for_missing_and_invisible_packages() {
-        let bound = repo("acme/secret-repo");
+        let bound = repo("acme/secret-repo", 7);
         let invisible = decide(&name(), Action::Read, "dave", Some(&bound), None).unwrap_err();
         let missing = decide(&name(), Action::Read, "dave", None, None).unwrap_err();
         assert_eq!(invisible, missing);
@@ -684,50 +764,130 @@ mod tests {
     }
 
     #[test]
-    fn publish_binds_and_moves_by_the_rules() {
-        let widget = repo("acme/widget");
-        let gadget = repo("acme/gadget");
-        let (push, admin, pull) = (perm("push"), perm("admin"), perm("pull"));
-        let publish = |login, bound, on_bound, named, on_named| {
-            decide_publish(&name(), login, bound, on_bound, named, on_named, None)
-        };
+    fn a_renamed_repo_is_the_same_a_recreated_or_transferred_one_is_not() {
+        let bound = repo("acme/widget", 7);
+        // Renamed: same id, new name; allowed (the caller stores the name).
+        let renamed = seen(&repo("acme/gadget-core", 7), "push");
+        assert!(decide(&name(), Action::Publish, "b", Some(&bound), Some(&renamed)).is_ok());
+        // Deleted and created again: another id under the bound name.
+        let recreated = seen(&repo("acme/widget", 8), "admin");
         assert_eq!(
-            publish("a", None, None, &widget, Some(&push)).unwrap(),
+            decide(&name(), Action::Read, "m", Some(&bound), Some(&recreated)).unwrap_err(),
+            hidden(&name())
+        );
+        let e = decide(
+            &name(),
+            Action::Unpublish,
+            "m",
+            Some(&bound),
+            Some(&recreated),
+        )
+        .unwrap_err();
+        assert_eq!(e.status, 403);
+        assert!(e.message.contains("deleted and created again"), "{e}");
+        let reader = seen(&repo("acme/widget", 8), "push");
+        assert_eq!(
+            decide(&name(), Action::Publish, "m", Some(&bound), Some(&reader)).unwrap_err(),
+            hidden(&name())
+        );
+        // Transferred to another owner: refused for everyone, saying why.
+        let moved = seen(&repo("other/widget", 7), "admin");
+        for action in [Action::Read, Action::Publish, Action::Unpublish] {
+            let e = decide(&name(), action, "a", Some(&bound), Some(&moved)).unwrap_err();
+            assert_eq!(e.status, 403);
+            assert!(
+                e.message.contains("moved from acme/widget to other/widget"),
+                "{e}"
+            );
+        }
+        // A binding without an id takes whatever the name is now.
+        let legacy = Repo::new("acme", "widget").unwrap();
+        assert!(decide(&name(), Action::Read, "c", Some(&legacy), Some(&recreated)).is_ok());
+    }
+
+    #[test]
+    fn publish_binds_and_moves_by_the_rules() {
+        let widget = repo("acme/widget", 7);
+        let gadget = repo("acme/gadget", 9);
+        let w = |level| seen(&widget, level);
+        let g = |level| seen(&gadget, level);
+        let publish =
+            |login, bound, on_bound: Option<&RepoAccess>, named, on_named: Option<&RepoAccess>| {
+                decide_publish(&name(), login, bound, on_bound, named, on_named, None)
+            };
+        assert_eq!(
+            publish("a", None, None, &widget, Some(&w("push"))).unwrap(),
             widget
         );
         assert_eq!(
-            publish("c", None, None, &widget, Some(&pull))
+            publish("c", None, None, &widget, Some(&w("pull")))
                 .unwrap_err()
                 .status,
             403
         );
-        // Same repo: push on it (checked by decide) suffices.
-        assert!(publish("b", Some(&widget), Some(&push), &widget, Some(&push)).is_ok());
+        // Same repo: push on it (checked by decide) suffices, and the old
+        // name of a renamed repo is the same repo.
+        assert!(
+            publish(
+                "b",
+                Some(&widget),
+                Some(&w("push")),
+                &widget,
+                Some(&w("push"))
+            )
+            .is_ok()
+        );
+        let old_name = Repo::new("acme", "old-widget").unwrap();
+        let kept = publish(
+            "b",
+            Some(&widget),
+            Some(&w("push")),
+            &old_name,
+            Some(&w("push")),
+        );
+        assert_eq!(kept.unwrap().id, Some(7));
         // A move needs admin on the bound repo and push on the new one.
-        let e = publish("b", Some(&widget), Some(&push), &gadget, Some(&admin)).unwrap_err();
+        let e = publish(
+            "b",
+            Some(&widget),
+            Some(&w("push")),
+            &gadget,
+            Some(&g("admin")),
+        )
+        .unwrap_err();
         assert_eq!(e.status, 403);
         assert!(
             e.message
                 .contains("bound to the GitHub repository acme/widget"),
             "{e}"
         );
-        let e = publish("a", Some(&widget), Some(&admin), &gadget, None).unwrap_err();
+        let e = publish("a", Some(&widget), Some(&w("admin")), &gadget, None).unwrap_err();
         assert_eq!(e.status, 403);
-        let moved = publish("a", Some(&widget), Some(&admin), &gadget, Some(&push));
+        let moved = publish(
+            "a",
+            Some(&widget),
+            Some(&w("admin")),
+            &gadget,
+            Some(&g("push")),
+        );
         assert_eq!(moved.unwrap(), gadget);
+        // A named repo GitHub says lives in another account is refused.
+        let elsewhere = seen(&repo("other/widget", 11), "admin");
+        let e = publish("a", None, None, &widget, Some(&elsewhere)).unwrap_err();
+        assert!(e.message.contains("outside the acme account"), "{e}");
     }
 
     #[test]
     fn unbound_packages_are_adopted_only_by_an_admin_of_their_repo() {
-        let widget = repo("acme/widget");
-        let gadget = repo("acme/gadget");
-        let (push, admin) = (perm("push"), perm("admin"));
-        let adopt = |named, on_named, last: Option<&Repo>| {
+        let widget = repo("acme/widget", 7);
+        let gadget = repo("acme/gadget", 9);
+        let adopt = |named, on_named: Option<&RepoAccess>, last: Option<&Repo>| {
             decide_publish(&name(), "u", None, None, named, on_named, Some(last))
         };
-        assert_eq!(adopt(&widget, Some(&admin), Some(&widget)).unwrap(), widget);
+        let adopted = adopt(&widget, Some(&seen(&widget, "admin")), Some(&widget)).unwrap();
+        assert_eq!(adopted.id, Some(7));
         // push is not enough, nor admin of a repo of one's own.
-        let e = adopt(&widget, Some(&push), Some(&widget)).unwrap_err();
+        let e = adopt(&widget, Some(&seen(&widget, "push")), Some(&widget)).unwrap_err();
         assert_eq!(e.status, 403);
         assert!(
             e.message
@@ -735,12 +895,12 @@ mod tests {
             "{e}"
         );
         assert_eq!(
-            adopt(&gadget, Some(&admin), Some(&widget))
+            adopt(&gadget, Some(&seen(&gadget, "admin")), Some(&widget))
                 .unwrap_err()
                 .status,
             403
         );
-        let e = adopt(&widget, Some(&admin), None).unwrap_err();
+        let e = adopt(&widget, Some(&seen(&widget, "admin")), None).unwrap_err();
         assert!(e.message.contains("names no GitHub repository"), "{e}");
         assert_eq!(adopt(&widget, None, Some(&widget)).unwrap_err().status, 404);
     }

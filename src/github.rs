@@ -3,10 +3,14 @@
 //!
 //! - `GET /user` (docs: "Get the authenticated user") tells who a token
 //!   belongs to: its `login`. 401 means GitHub rejects the token.
-//! - `GET /repos/{owner}/{repo}` (docs: "Get a repository") carries a
-//!   `permissions` object (`admin`, `maintain`, `push`, `triage`, `pull`) for
-//!   the token's user that already includes what org teams grant. 404 (or a
-//!   plain 403) means the user cannot see the repo.
+//! - `GET /repos/{owner}/{repo}` (docs: "Get a repository") carries the
+//!   repo's `id`, its `owner` (`login`, `id`) and a `permissions` object
+//!   (`admin`, `maintain`, `push`, `triage`, `pull`) for the token's user
+//!   that already includes what org teams grant. 404 (or a plain 403) means
+//!   the user cannot see the repo. A renamed or transferred repo's old name
+//!   answers 301 with `Location: {api}/repositories/{id}`; nmr follows only
+//!   that form, with `GET /repositories/{id}`, and leaves it to
+//!   `auth::check_identity` to compare the id with the bound one.
 //!
 //! Answers are cached by a SHA-256 of the token (never the token itself)
 //! for `auth.github.cache_ttl` seconds, denials for
@@ -49,13 +53,21 @@ use crate::auth::{Credentials, TokenHash};
 use crate::config::GithubConfig;
 use crate::limits::{Breaker, Bucket, log_limited};
 
-/// A GitHub repository, `owner/repo`. Compared case-insensitively, as GitHub
-/// compares logins and repo names.
+/// A GitHub repository, `owner/repo`, with GitHub's immutable numeric ids
+/// of the repo and its owner once known (`GET /repos/{owner}/{repo}`'s `id`
+/// and `owner.id`). Compared by name, case-insensitively, as GitHub compares
+/// logins and repo names; [`Repo::is`] compares identity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Repo {
     pub owner: String,
     #[serde(rename = "repo")]
     pub name: String,
+    /// The repository's id; `None` for bindings made before ids were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    /// The owner's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<u64>,
 }
 
 impl PartialEq for Repo {
@@ -96,7 +108,18 @@ impl Repo {
         Ok(Repo {
             owner: owner.to_string(),
             name: name.to_string(),
+            id: None,
+            owner_id: None,
         })
+    }
+
+    /// Whether `other` is this repository: the same id when both have one,
+    /// else the same name.
+    pub fn is(&self, other: &Repo) -> bool {
+        match (self.id, other.id) {
+            (Some(a), Some(b)) => a == b,
+            _ => self == other,
+        }
     }
 
     fn cache_key(&self) -> String {
@@ -256,6 +279,9 @@ pub enum Answer {
     Denied,
     /// A rate limit: no call with this token for this many seconds.
     RateLimited(u64),
+    /// 301/307: the repository was renamed or transferred; the `Location`
+    /// names it by id (`/repositories/{id}`).
+    Moved,
     /// 5xx, anything unexpected: fail closed.
     Unavailable,
 }
@@ -276,6 +302,7 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, now_unix: u64) -> Answe
     let wait = retry_after.or(reset).map(|s| s.clamp(1, 3600));
     match (status.as_u16(), wait) {
         (200..=299, _) => Answer::Ok,
+        (301 | 302 | 307 | 308, _) => Answer::Moved,
         // GitHub sends the rate-limit headers on every answer: a 401 or 404
         // that used the last call is still a denial.
         (401 | 404, _) => Answer::Denied,
@@ -383,8 +410,9 @@ pub struct GitHub {
     per_minute: u32,
     /// SHA-256(token) → login (`None`: token rejected).
     logins: AnswerCache<TokenHash, Option<String>>,
-    /// (SHA-256(token), lowercase owner/repo) → permissions (`None`: no access).
-    permissions: AnswerCache<(TokenHash, String), Option<Permissions>>,
+    /// (SHA-256(token), lowercase owner/repo) → the repo and permissions
+    /// (`None`: no access).
+    permissions: AnswerCache<(TokenHash, String), Option<RepoAccess>>,
     /// SHA-256(token) → until when GitHub rate-limits it.
     limited: quick_cache::sync::Cache<TokenHash, Instant>,
     /// Client address → its budget of unknown-token lookups.
@@ -400,11 +428,52 @@ struct User {
     login: String,
 }
 
-/// The part of `GET /repos/{owner}/{repo}` nmr reads.
+/// The part of `GET /repos/{owner}/{repo}` (and `GET /repositories/{id}`)
+/// nmr reads.
 #[derive(Deserialize)]
 struct Repository {
+    id: u64,
+    name: String,
+    owner: Owner,
     #[serde(default)]
     permissions: Option<Permissions>,
+}
+
+#[derive(Deserialize)]
+struct Owner {
+    id: u64,
+    login: String,
+}
+
+/// What GitHub says of a repository to one user: which repository it is now
+/// (its current owner and name, with ids) and the user's permissions on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoAccess {
+    pub repo: Repo,
+    pub permissions: Permissions,
+}
+
+/// One GitHub answer: its status, headers and body.
+type Response = (StatusCode, HeaderMap, String);
+
+/// What one lookup found.
+enum Lookup<T> {
+    Found(T),
+    /// 401, 403 or 404: not for this token.
+    Denied,
+    /// Moved to the repository with this id.
+    Moved(u64),
+}
+
+/// The repository id a redirect's `Location` names: GitHub answers a
+/// renamed or transferred repository's old name with a redirect to
+/// `{api}/repositories/{id}` (docs: "Follow redirects" in the REST API's
+/// best practices). Any other target is not followed.
+fn moved_to(headers: &HeaderMap) -> Option<u64> {
+    let location = headers.get(http::header::LOCATION)?.to_str().ok()?;
+    let (_, id) = location.rsplit_once("/repositories/")?;
+    let id = id.split(['?', '#', '/']).next()?;
+    id.parse().ok()
 }
 
 /// Seconds since the Unix epoch.
@@ -477,8 +546,8 @@ impl GitHub {
         let login = cached(&self.logins, hash, || async {
             let charge = (!self.known.contains(&hash)).then_some(client);
             match self.call::<User>(credentials, "/user", charge).await? {
-                Some(user) => Ok((Some(user.login), self.ttl)),
-                None => Ok((None, self.denied_ttl)),
+                Lookup::Found(user) => Ok((Some(user.login), self.ttl)),
+                _ => Ok((None, self.denied_ttl)),
             }
         })
         .await?;
@@ -488,23 +557,45 @@ impl GitHub {
         Ok(login)
     }
 
-    /// The permissions of the token's user on `repo`
-    /// (`GET /repos/{owner}/{repo}`); `Ok(None)` when the user cannot see it.
-    pub async fn permissions(
+    /// What the token's user may do on `repo` (`GET /repos/{owner}/{repo}`);
+    /// `Ok(None)` when the user cannot see it. When GitHub answers that the
+    /// repository moved (renamed or transferred: a 301 to
+    /// `/repositories/{id}`), the answer is that of `GET /repositories/{id}`,
+    /// GitHub's stable lookup, which names the repository as it is now.
+    /// Whether it is still the bound repository is the caller's to decide,
+    /// by id ([`crate::auth::decide`]).
+    pub async fn repo_access(
         &self,
         credentials: &Credentials,
         repo: &Repo,
-    ) -> Result<Option<Permissions>, Refusal> {
+    ) -> Result<Option<RepoAccess>, Refusal> {
         let path = format!("/repos/{}/{}", repo.owner, repo.name);
         cached(
             &self.permissions,
             (credentials.hash(), repo.cache_key()),
             || async {
-                let found = self
-                    .call::<Repository>(credentials, &path, None)
-                    .await?
-                    .map(|r| r.permissions.unwrap_or_default())
-                    .filter(|p| p.pull);
+                let found = match self.call::<Repository>(credentials, &path, None).await? {
+                    Lookup::Found(r) => Some(r),
+                    Lookup::Denied => None,
+                    Lookup::Moved(id) => {
+                        let by_id = format!("/repositories/{id}");
+                        match self.call::<Repository>(credentials, &by_id, None).await? {
+                            Lookup::Found(r) => Some(r),
+                            _ => None,
+                        }
+                    }
+                };
+                let found = found
+                    .map(|r| RepoAccess {
+                        repo: Repo {
+                            owner: r.owner.login,
+                            name: r.name,
+                            id: Some(r.id),
+                            owner_id: Some(r.owner.id),
+                        },
+                        permissions: r.permissions.unwrap_or_default(),
+                    })
+                    .filter(|a| a.permissions.pull);
                 let ttl = if found.is_some() {
                     self.ttl
                 } else {
@@ -535,15 +626,14 @@ impl GitHub {
             })
     }
 
-    /// `GET path` with the user's token, within every bound: `Ok(None)`
-    /// when GitHub denies. `charge` is the client address to charge for the
-    /// call, once it is sure to go out.
+    /// `GET path` with the user's token, within every bound. `charge` is the
+    /// client address to charge for the call, once it is sure to go out.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         credentials: &Credentials,
         path: &str,
         charge: Option<IpAddr>,
-    ) -> Result<Option<T>, Refusal> {
+    ) -> Result<Lookup<T>, Refusal> {
         let hash = credentials.hash();
         let now = Instant::now();
         if let Some(until) = self.limited.get(&hash) {
@@ -594,7 +684,7 @@ impl GitHub {
         match classify(status, &headers, unix_now()) {
             Answer::Ok => {
                 self.lock_breaker().success();
-                serde_json::from_str(&body).map(Some).or_else(|e| {
+                serde_json::from_str(&body).map(Lookup::Found).or_else(|e| {
                     failed(
                         "unexpected answer".into(),
                         format!("unexpected answer: {e}"),
@@ -603,7 +693,17 @@ impl GitHub {
             }
             Answer::Denied => {
                 self.lock_breaker().success();
-                Ok(None)
+                Ok(Lookup::Denied)
+            }
+            Answer::Moved => {
+                self.lock_breaker().success();
+                match moved_to(&headers) {
+                    Some(id) => Ok(Lookup::Moved(id)),
+                    None => failed(
+                        "an unexpected redirect".into(),
+                        format!("answered {status} to an unexpected place"),
+                    ),
+                }
             }
             Answer::RateLimited(wait) => {
                 self.lock_breaker().success();
@@ -629,13 +729,10 @@ impl GitHub {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One `GET path` with `token`, within `auth.github.timeout`: the
-    /// status, headers and body, or what went wrong (for the log only).
-    async fn request(
-        &self,
-        token: &str,
-        path: &str,
-    ) -> Result<(StatusCode, HeaderMap, String), String> {
+    /// One `GET path` with `token`, within `auth.github.timeout` (redirects
+    /// are not followed): the status, headers and body, or what went wrong
+    /// (for the log only).
+    async fn request(&self, token: &str, path: &str) -> Result<Response, String> {
         let client = self
             .client
             .user_access_token(token.to_string())

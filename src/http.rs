@@ -168,11 +168,14 @@ async fn authorize(
         crate::auth::Auth::None => None,
         crate::auth::Auth::Github(_) => cmd::binding(registry, name)?,
     };
-    registry
+    let access = registry
         .auth
         .authorize(&request.credentials, request.client, name, binding, action)
-        .await
-        .map(Some)
+        .await?;
+    if let Some(repo) = &access.rebind {
+        cmd::rebind(registry, name, access.binding.as_ref(), repo).await?;
+    }
+    Ok(Some(access))
 }
 
 async fn dispatch(

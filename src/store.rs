@@ -313,6 +313,15 @@ impl Store {
         self.with_db(|db| Ok(db.write(batch, true)?))
     }
 
+    /// Stores `repo` as the binding of `name`, alone, synced.
+    pub fn set_binding(&self, name: &PackageName, repo: &Repo) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(repo)
+            .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
+        let mut batch = WriteBatch::default();
+        batch.put(format!("b/{name}").as_bytes(), &json);
+        self.with_db(|db| Ok(db.write(batch, true)?))
+    }
+
     /// The tokens GitHub accepted at or after `since` (Unix seconds), by
     /// SHA-256, with when they last were; older records are deleted.
     pub fn known_tokens(&self, since: u64) -> Result<Vec<([u8; 32], u64)>, StoreError> {

@@ -217,7 +217,9 @@ fn large_readmes_do_not_grow_the_packument() {
     let http = server.http();
     for (i, v) in ["1.0.0", "1.0.1", "1.0.2"].iter().enumerate() {
         let mut body = publish_body(NAME, v, "latest", &tarball(NAME, v));
-        body["versions"][*v]["readme"] = format!("{i}{}", "r".repeat(5 << 20)).into();
+        // One 50 MiB readme, as in the report; then two of 1 MiB.
+        let size = if i == 0 { 50 << 20 } else { 1 << 20 };
+        body["versions"][*v]["readme"] = format!("{i}{}", "r".repeat(size)).into();
         assert_eq!(http.put_json(&escape(NAME), &body).status, 201);
     }
     let full = http.get(&escape(NAME), &[]);
@@ -377,4 +379,117 @@ fn real_npm_publishes_of_real_package_shapes() {
     assert_eq!(abbreviated("@acme/native")["hasInstallScript"], true);
     assert!(abbreviated("@acme/cli").get("hasInstallScript").is_none());
     assert_eq!(abbreviated("@acme/cli")["bin"], json!({"cli": "cli.js"}));
+}
+
+/// A server whose answers are cached for one second, so a change on GitHub
+/// is seen after [`wait_for_ttl`].
+fn short_ttl(gh: &common::github::FakeGithub) -> Server {
+    seeded(
+        gh,
+        &[
+            ("NMR_AUTH__GITHUB__CACHE_TTL", "1"),
+            ("NMR_AUTH__GITHUB__DENIED_CACHE_TTL", "1"),
+        ],
+    )
+}
+
+fn wait_for_ttl() {
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+}
+
+#[test]
+fn a_renamed_repo_keeps_its_packages_and_the_binding_follows() {
+    let gh = github();
+    let server = short_ttl(&gh);
+    let id = gh.repo_id("acme/widget");
+    gh.move_repo("acme/widget", "acme", "widget-core");
+    wait_for_ttl();
+    let carol = Npm::new(&server.url, Some(CAROL));
+    let app = carol.project("after-rename");
+    carol.ok(&app, &["install", "@acme/widget"]);
+    assert_eq!(
+        gh.calls(&format!("/repositories/{id}")),
+        1,
+        "followed by id"
+    );
+    // bob publishes naming the new name, and again naming the old one.
+    let bob = Npm::new(&server.url, Some(BOB));
+    bob.ok(
+        &bob.package(
+            NAME,
+            "1.1.0",
+            "v1.1",
+            json!({"repository": "github:acme/widget-core"}),
+        ),
+        &["publish"],
+    );
+    bob.ok(
+        &bob.package(
+            NAME,
+            "1.2.0",
+            "v1.2",
+            json!({"repository": "github:acme/widget"}),
+        ),
+        &["publish"],
+    );
+    // The binding now names the repo as it is called: asked by its new name.
+    wait_for_ttl();
+    let before = gh.calls("/repos/acme/widget-core");
+    assert_eq!(server.http_as(CAROL).get(&escape(NAME), &[]).status, 200);
+    assert_eq!(gh.calls("/repos/acme/widget-core"), before + 1);
+}
+
+#[test]
+fn a_repo_transferred_to_another_owner_refuses_every_request_saying_why() {
+    let gh = github();
+    let server = short_ttl(&gh);
+    gh.move_repo("acme/widget", "other", "widget");
+    wait_for_ttl();
+    for token in [ALICE, CAROL] {
+        let reply = server.http_as(token).get(&escape(NAME), &[]);
+        assert_eq!(reply.status, 403, "{}", reply.error());
+        assert!(
+            reply
+                .error()
+                .contains("moved from acme/widget to other/widget"),
+            "{}",
+            reply.error()
+        );
+    }
+    let mut body = publish_body(NAME, "2.0.0", "latest", &tarball(NAME, "2.0.0"));
+    body["versions"]["2.0.0"]["repository"] = "github:acme/widget".into();
+    let reply = server.http_as(ALICE).put_json(&escape(NAME), &body);
+    assert_eq!(reply.status, 403, "{}", reply.error());
+}
+
+#[test]
+fn a_deleted_and_recreated_repo_gets_no_say_over_the_package() {
+    let gh = github();
+    let mallory = "ghp_mallory_token_0005";
+    gh.user("mallory", mallory);
+    let server = short_ttl(&gh);
+    let old = gh.repo_id("acme/widget");
+    gh.recreate("acme/widget");
+    gh.collaborator("acme/widget", "mallory", common::github::Perm::Admin);
+    assert_ne!(gh.repo_id("acme/widget"), old);
+    wait_for_ttl();
+    let db = snapshot(&server.db_path());
+    let mut body = publish_body(NAME, "6.6.6", "latest", &tarball(NAME, "6.6.6"));
+    body["versions"]["6.6.6"]["repository"] = "github:acme/widget".into();
+    let publish = server.http_as(mallory).put_json(&escape(NAME), &body);
+    assert_eq!(publish.status, 403, "{}", publish.error());
+    assert!(
+        publish.error().contains("deleted and created again"),
+        "{}",
+        publish.error()
+    );
+    let rev = "1-0";
+    let unpublish = server
+        .http_as(mallory)
+        .delete(&format!("{}/-rev/{rev}", escape(NAME)));
+    assert_eq!(unpublish.status, 403, "{}", unpublish.error());
+    assert_eq!(server.http_as(mallory).get(&escape(NAME), &[]).status, 404);
+    // carol could read the old repo; the new one grants her nothing.
+    assert_eq!(server.http_as(CAROL).get(&escape(NAME), &[]).status, 404);
+    assert!(snapshot(&server.db_path()) == db, "database changed");
 }

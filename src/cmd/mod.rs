@@ -97,6 +97,38 @@ pub async fn parse_blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("parsing the body failed: {e}")))?
 }
 
+/// Stores `repo` as the binding of `name` in place of `bound`: the same
+/// repository (GitHub's id) under the name GitHub now gives it, or with the
+/// ids a binding made before ids were kept lacks. Under the package's lock,
+/// and only if the binding is still `bound`; on the blocking pool.
+pub async fn rebind(
+    registry: &Registry,
+    name: &PackageName,
+    bound: Option<&Repo>,
+    repo: &Repo,
+) -> Result<(), ApiError> {
+    let _guard = registry.store.lock(name).await;
+    let store = registry.store.clone();
+    let (name, bound, repo) = (name.clone(), bound.cloned(), repo.clone());
+    tokio::task::spawn_blocking(move || {
+        let current = store.binding(&name)?;
+        if current.as_ref().map(|c| (&c.owner, &c.name, c.id))
+            != bound.as_ref().map(|b| (&b.owner, &b.name, b.id))
+        {
+            return Ok(());
+        }
+        log::info!(
+            "{name}: its GitHub repository {} is now {repo} (id {})",
+            bound.map_or_else(String::new, |b| b.to_string()),
+            repo.id.unwrap_or_default()
+        );
+        store.set_binding(&name, &repo)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the binding update did not finish: {e}")))?
+    .map_err(|e| ApiError::internal(e.to_string()))
+}
+
 /// The GitHub repository `name` is bound to, if any.
 pub fn binding(registry: &Registry, name: &PackageName) -> Result<Option<Repo>, ApiError> {
     registry

@@ -16,6 +16,13 @@
 //! `GET /user`, which only user tokens may call.
 //! Users, repos, collaborators and team grants come from a table; the fake
 //! counts the calls it receives.
+//!
+//! Renames and transfers behave as GitHub documents: the old name answers
+//! `301 Moved Permanently` with `Location: {api}/repositories/{id}` and the
+//! body `{"message": "Moved Permanently", "url": ..., "documentation_url":
+//! ...}` until a repository with that name exists again, and
+//! `GET /repositories/{id}` answers like `GET /repos/...` for the repository
+//! as it is now. A deleted and recreated repository gets a new `id`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +51,7 @@ pub enum Mode {
 }
 
 struct Repo {
+    id: u64,
     owner: String,
     name: String,
     private: bool,
@@ -59,6 +67,12 @@ struct State {
     users: HashMap<String, (String, u64)>,
     /// lowercase "owner/repo" → repo.
     repos: HashMap<String, Repo>,
+    /// lowercase old "owner/repo" → the id of the repo it was renamed or
+    /// transferred to.
+    redirects: HashMap<String, u64>,
+    next_repo_id: u64,
+    /// The fake's own base URL (for `Location`).
+    base: String,
     mode: Option<Mode>,
     /// "GET /path" → count.
     calls: HashMap<String, usize>,
@@ -142,6 +156,7 @@ impl FakeGithub {
                 answer(&mut shared.lock().unwrap(), path.as_str(), auth.as_deref())
             });
         let (port, shutdown) = super::serve_in_background(routes, 0);
+        state.lock().unwrap().base = format!("http://127.0.0.1:{port}");
         FakeGithub {
             url: format!("http://127.0.0.1:{port}"),
             state,
@@ -157,11 +172,15 @@ impl FakeGithub {
         self
     }
 
-    /// Adds a repository.
+    /// Adds a repository (with a new id).
     pub fn repo(&self, owner: &str, name: &str, private: bool) -> &Self {
-        self.state.lock().unwrap().repos.insert(
+        let mut s = self.state.lock().unwrap();
+        s.next_repo_id += 1;
+        let id = 4000 + s.next_repo_id;
+        s.repos.insert(
             format!("{owner}/{name}").to_lowercase(),
             Repo {
+                id,
                 owner: owner.into(),
                 name: name.into(),
                 private,
@@ -170,6 +189,37 @@ impl FakeGithub {
             },
         );
         self
+    }
+
+    /// The id of `owner/name`.
+    pub fn repo_id(&self, repo: &str) -> u64 {
+        self.state.lock().unwrap().repos[&repo.to_lowercase()].id
+    }
+
+    /// Renames `owner/name` to `owner/new_name`, or transfers it to
+    /// `new_owner`, as GitHub does: the same repository (same id and grants)
+    /// under its new name, the old name redirecting to it.
+    pub fn move_repo(&self, repo: &str, new_owner: &str, new_name: &str) -> &Self {
+        let mut s = self.state.lock().unwrap();
+        let mut moved = s.repos.remove(&repo.to_lowercase()).expect("repo exists");
+        moved.owner = new_owner.into();
+        moved.name = new_name.into();
+        s.redirects.insert(repo.to_lowercase(), moved.id);
+        s.repos
+            .insert(format!("{new_owner}/{new_name}").to_lowercase(), moved);
+        self
+    }
+
+    /// Deletes `owner/name` and creates a new, empty repository of the same
+    /// name (a new id, no grants), as someone reclaiming the name would.
+    pub fn recreate(&self, repo: &str) -> &Self {
+        let (owner, name, private) = {
+            let mut s = self.state.lock().unwrap();
+            let old = s.repos.remove(&repo.to_lowercase()).expect("repo exists");
+            s.redirects.retain(|_, id| *id != old.id);
+            (old.owner, old.name, old.private)
+        };
+        self.repo(&owner, &name, private)
     }
 
     /// Grants `login` `perm` on `owner/name` as a direct collaborator.
@@ -304,9 +354,6 @@ fn answer(state: &mut State, path: &str, auth: Option<&str>) -> Reply {
     if path == "/user" {
         return respond(200, &user_json(&login, id), 4999);
     }
-    let Some(full) = path.strip_prefix("/repos/") else {
-        return error(404, "Not Found", "https://docs.github.com/rest");
-    };
     let not_found = || {
         error(
             404,
@@ -314,7 +361,35 @@ fn answer(state: &mut State, path: &str, auth: Option<&str>) -> Reply {
             "https://docs.github.com/rest/repos/repos#get-a-repository",
         )
     };
-    let Some(repo) = state.repos.get(&full.to_lowercase()) else {
+    let repo = if let Some(id) = path.strip_prefix("/repositories/") {
+        let id: u64 = id.parse().unwrap_or(0);
+        state.repos.values().find(|r| r.id == id)
+    } else if let Some(full) = path.strip_prefix("/repos/") {
+        let full = full.to_lowercase();
+        match state.repos.get(&full) {
+            Some(repo) => Some(repo),
+            None => {
+                if let Some(id) = state.redirects.get(&full) {
+                    let url = format!("{}/repositories/{id}", state.base);
+                    let mut moved = respond(
+                        301,
+                        &json!({
+                            "message": "Moved Permanently",
+                            "url": url,
+                            "documentation_url": "https://docs.github.com/rest/guides/best-practices-for-using-the-rest-api#follow-redirects"
+                        }),
+                        4999,
+                    );
+                    moved.headers_mut().insert("location", url.parse().unwrap());
+                    return moved;
+                }
+                None
+            }
+        }
+    } else {
+        return error(404, "Not Found", "https://docs.github.com/rest");
+    };
+    let Some(repo) = repo else {
         return not_found();
     };
     let lower = login.to_lowercase();
@@ -333,7 +408,17 @@ fn answer(state: &mut State, path: &str, auth: Option<&str>) -> Reply {
     let Some(perm) = perm else {
         return not_found();
     };
-    respond(200, &repo_json(repo, perm), 4999)
+    let owner_id = owner_id(&repo.owner);
+    respond(200, &repo_json(repo, owner_id, perm), 4999)
+}
+
+/// A stable id per owner login.
+fn owner_id(owner: &str) -> u64 {
+    owner
+        .to_lowercase()
+        .bytes()
+        .fold(90_000u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64))
+        % 1_000_000
 }
 
 fn user_json(login: &str, id: u64) -> Value {
@@ -358,14 +443,15 @@ fn user_json(login: &str, id: u64) -> Value {
     })
 }
 
-fn repo_json(repo: &Repo, perm: Perm) -> Value {
+fn repo_json(repo: &Repo, owner_id: u64, perm: Perm) -> Value {
     let full = format!("{}/{}", repo.owner, repo.name);
+    let id = repo.id;
     json!({
-        "id": 4242, "node_id": "R_4242", "name": repo.name, "full_name": full,
+        "id": id, "node_id": format!("R_{id}"), "name": repo.name, "full_name": full,
         "private": repo.private, "visibility": if repo.private { "private" } else { "public" },
         "owner": {
-            "login": repo.owner, "id": 99, "node_id": "O_99",
-            "avatar_url": "https://avatars.githubusercontent.com/u/99?v=4", "gravatar_id": "",
+            "login": repo.owner, "id": owner_id, "node_id": format!("O_{owner_id}"),
+            "avatar_url": format!("https://avatars.githubusercontent.com/u/{owner_id}?v=4"), "gravatar_id": "",
             "url": format!("https://api.github.com/users/{}", repo.owner),
             "html_url": format!("https://github.com/{}", repo.owner),
             "type": "Organization", "user_view_type": "public", "site_admin": false
