@@ -789,14 +789,19 @@ mod tests {
         (tgz, body)
     }
 
-    fn rejected(body: Value, needle: &str) {
-        let err = verify(body).unwrap_err();
-        assert_eq!(err.status, 400, "{err}");
+    /// `result` is an error with `status` whose message holds `needle`.
+    fn assert_error<T: std::fmt::Debug>(result: Result<T, ApiError>, status: u16, needle: &str) {
+        let err = result.unwrap_err();
+        assert_eq!(err.status, status, "{err}");
         assert!(
             err.message.contains(needle),
             "{needle:?} not in {:?}",
             err.message
         );
+    }
+
+    fn rejected(body: Value, needle: &str) {
+        assert_error(verify(body), 400, needle);
     }
 
     #[test]
@@ -917,13 +922,7 @@ mod tests {
         br#"{"name":"@evil/other","version":"6.6.6","scripts":{"postinstall":"x"}}"#;
 
     fn refused(tgz: Vec<u8>, status: u16, needle: &str) {
-        let e = read_tarball(&tgz, limits()).unwrap_err();
-        assert_eq!(e.status, status, "{e}");
-        assert!(
-            e.message.contains(needle),
-            "{needle:?} not in {:?}",
-            e.message
-        );
+        assert_error(read_tarball(&tgz, limits()), status, needle);
     }
 
     #[test]
