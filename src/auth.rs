@@ -43,6 +43,7 @@ use crate::config::{AuthConfig, AuthType};
 use crate::error::ApiError;
 use crate::github::{self, GitHub, KnownTokens, Permissions, Refusal, Repo, RepoAccess};
 use crate::name::PackageName;
+use crate::tokens::{self, TokenRecord};
 
 /// What a request wants to do to a package; each maps to the permission it
 /// needs.
@@ -174,7 +175,7 @@ pub struct Identity {
 
 /// What [`Auth::authorize`] found: who is asking, and (under GitHub
 /// authorization) the package's binding and the caller's permission on it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Access {
     pub identity: Identity,
     /// The repository the package is bound to (`None`: not bound, or
@@ -187,6 +188,8 @@ pub struct Access {
     /// (same id) under the name GitHub now gives it, or with the ids a
     /// binding made before ids were kept lacks. `None`: unchanged.
     pub rebind: Option<Repo>,
+    /// The registry token the request was made with, if it was.
+    pub token: Option<TokenRecord>,
 }
 
 /// The configured authorization model.
@@ -376,6 +379,70 @@ pub fn decide_publish(
     }
 }
 
+/// The decision for a request made with a registry token: `record` is the
+/// stored record (`None`: no such token), checked at `now` by
+/// [`TokenRecord::allows`]; a package bound elsewhere than the repository
+/// the token was issued for is refused too. Returns the record.
+pub fn decide_token(
+    package: &PackageName,
+    action: Action,
+    bound: Option<&Repo>,
+    record: Option<TokenRecord>,
+    now: u64,
+) -> Result<TokenRecord, ApiError> {
+    let record = record.ok_or_else(|| {
+        ApiError::unauthorized("the registry token is unknown: exchange a new one or log in")
+    })?;
+    record.allows(package, action, now).map_err(|why| {
+        if record.revoked || now >= record.expires {
+            ApiError::unauthorized(why)
+        } else {
+            ApiError::forbidden(why)
+        }
+    })?;
+    if let (Some(bound), Some(repository)) = (bound, &record.repository) {
+        let same_name = format!("{}/{}", bound.owner, bound.name).eq_ignore_ascii_case(repository);
+        let same_id = match (bound.id, record.repository_id) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        if !same_name || !same_id {
+            return Err(ApiError::forbidden(format!(
+                "{package} is bound to the GitHub repository {bound}, not {repository} the token was issued for"
+            )));
+        }
+    }
+    Ok(record)
+}
+
+/// The binding a publish with registry token `record` leaves: the
+/// repository the token was issued for, which the publish must name (a
+/// token never moves a package).
+pub fn decide_token_publish(
+    package: &PackageName,
+    bound: Option<&Repo>,
+    record: &TokenRecord,
+    named: &Repo,
+) -> Result<Repo, ApiError> {
+    let Some(repository) = &record.repository else {
+        return Err(ApiError::forbidden(format!(
+            "the registry token cannot publish {package}"
+        )));
+    };
+    if !named.to_string().eq_ignore_ascii_case(repository) {
+        return Err(ApiError::forbidden(format!(
+            "package.json names {named}, but this token was issued to a workflow of {repository}: set \"repository\" to {repository}"
+        )));
+    }
+    Ok(match bound {
+        Some(bound) => bound.clone(),
+        None => Repo {
+            id: record.repository_id,
+            ..named.clone()
+        },
+    })
+}
+
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> ApiError {
         let status = match refusal {
@@ -409,6 +476,12 @@ impl Auth {
             return Ok(anonymous());
         };
         let credentials = github_credentials(credentials)?;
+        if tokens::is_registry_token(credentials.token()) {
+            // nmr's own tokens are never sent to GitHub.
+            return Err(ApiError::unauthorized(
+                "a registry token issued to a GitHub Actions workflow works only for its package's reads and publishes",
+            ));
+        }
         match github.login(credentials, client).await? {
             Some(username) => Ok(Identity { username }),
             None if credentials.token().starts_with("ghs_") => Err(ApiError::unauthorized(
@@ -423,6 +496,10 @@ impl Auth {
     /// The authorization of a request for `action` on `package` (bound to
     /// `binding`), from the request's headers alone. Gathers the facts and
     /// applies [`decide`].
+    ///
+    /// `registry_token` is `Some` when the credentials are a registry token
+    /// (`nmr_...`), with its stored record if there is one: such a request is
+    /// decided by the record ([`decide_token`]), with no GitHub call.
     pub async fn authorize(
         &self,
         credentials: &Result<Option<Credentials>, &'static str>,
@@ -430,6 +507,7 @@ impl Auth {
         package: &PackageName,
         binding: Option<Repo>,
         action: Action,
+        registry_token: Option<Option<TokenRecord>>,
     ) -> Result<Access, ApiError> {
         let Auth::Github(github) = self else {
             return Ok(Access {
@@ -437,8 +515,27 @@ impl Auth {
                 binding: None,
                 found: None,
                 rebind: None,
+                token: None,
             });
         };
+        if let Some(record) = registry_token {
+            let record = decide_token(
+                package,
+                action,
+                binding.as_ref(),
+                record,
+                github::unix_now(),
+            )?;
+            return Ok(Access {
+                identity: Identity {
+                    username: record.owner.clone(),
+                },
+                binding,
+                found: None,
+                rebind: None,
+                token: Some(record),
+            });
+        }
         let identity = self.identify(credentials, client).await?;
         let found = match (&binding, credentials) {
             (Some(repo), Ok(Some(credentials))) => github.repo_access(credentials, repo).await?,
@@ -466,6 +563,7 @@ impl Auth {
             binding,
             found,
             rebind,
+            token: None,
         })
     }
 
@@ -493,7 +591,6 @@ impl Auth {
                 binding: None,
             });
         };
-        let credentials = github_credentials(credentials)?;
         let scope = package.scope().unwrap_or_default();
         let named = repository
             .ok_or_else(|| {
@@ -518,6 +615,14 @@ impl Auth {
                 github::repository_hint(scope)
             )));
         }
+        if let Some(record) = &access.token {
+            let binding = decide_token_publish(package, access.binding.as_ref(), record, &named)?;
+            return Ok(PublishGrant {
+                identity: access.identity,
+                binding: Some(binding),
+            });
+        }
+        let credentials = github_credentials(credentials)?;
         let on_named = if access.binding.as_ref() == Some(&named) {
             access.found.clone()
         } else {

@@ -95,6 +95,26 @@ pub struct GithubConfig {
     /// GitHub lookups of tokens GitHub has not accepted before that one
     /// client address may cause per minute (then 429).
     pub max_lookups_per_minute: u32,
+    pub oidc: OidcConfig,
+}
+
+/// `[auth.github.oidc]`: trusted publishing from GitHub Actions (see
+/// `config/nmr.toml` and `src/oidc.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// Whether ID tokens are exchanged at all.
+    pub enabled: bool,
+    /// The `iss` ID tokens must carry.
+    pub issuer: String,
+    /// Where the issuer's keys are; empty: `{issuer}/.well-known/jwks`.
+    pub jwks_url: String,
+    /// The `aud` ID tokens must carry; empty: `npm:` + the public URL's host.
+    pub audience: String,
+    /// Seconds an exchanged registry token is valid.
+    pub token_ttl: u64,
+    /// Whether workflows run for pull requests may exchange.
+    pub allow_pull_requests: bool,
 }
 
 /// `[db]`: the LevelDB metadata store.
@@ -280,6 +300,18 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError(format!("{key}: must be above 0")));
             }
+        }
+        let oidc = &self.auth.github.oidc;
+        parse_base_url(&oidc.issuer)
+            .map_err(|e| ConfigError(format!("auth.github.oidc.issuer: {e}")))?;
+        if !oidc.jwks_url.is_empty() {
+            parse_base_url(&oidc.jwks_url)
+                .map_err(|e| ConfigError(format!("auth.github.oidc.jwks_url: {e}")))?;
+        }
+        if oidc.token_ttl == 0 || oidc.token_ttl > 24 * 3600 {
+            return Err(ConfigError(
+                "auth.github.oidc.token_ttl: must be 1 to 86400 seconds".into(),
+            ));
         }
         if self.server.max_connections == 0 || self.auth.github.cache_size == 0 {
             return Err(ConfigError(

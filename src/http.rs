@@ -164,13 +164,23 @@ async fn authorize(
     let Some((name, action)) = route.package() else {
         return Ok(None);
     };
-    let binding = match registry.auth {
-        crate::auth::Auth::None => None,
-        crate::auth::Auth::Github(_) => cmd::binding(registry, name)?,
+    let (binding, registry_token) = match registry.auth {
+        crate::auth::Auth::None => (None, None),
+        crate::auth::Auth::Github(_) => (
+            cmd::binding(registry, name)?,
+            cmd::registry_token(registry, &request.credentials)?,
+        ),
     };
     let access = registry
         .auth
-        .authorize(&request.credentials, request.client, name, binding, action)
+        .authorize(
+            &request.credentials,
+            request.client,
+            name,
+            binding,
+            action,
+            registry_token,
+        )
         .await?;
     if let Some(repo) = &access.rebind {
         cmd::rebind(registry, name, access.binding.as_ref(), repo).await?;
@@ -197,6 +207,9 @@ async fn dispatch(
             ));
         }
         (Route::Audit, _) => return Ok(json(StatusCode::OK, "{}")),
+        (Route::OidcExchange(name), _) => {
+            return cmd::oidc::exchange(registry, request, &name).await;
+        }
         (Route::Upstream, _) => return cmd::upstream::redirect(registry, request),
         // npm's unpublish may double a path prefix here (docs/npm-protocol.md,
         // "unpublish"); the tarball went with the version, so report success.
@@ -230,6 +243,7 @@ async fn dispatch(
         Op::DistTags => cmd::dist_tags::list(registry, &name).await,
         Op::AddDistTag(tag) => cmd::dist_tags::add(registry, &name, &tag, &body).await,
         Op::RemoveDistTag(tag) => cmd::dist_tags::remove(registry, &name, &tag).await,
+        Op::Visibility => Ok(cmd::oidc::visibility()),
     }
 }
 

@@ -83,6 +83,9 @@ pub struct NewVersion {
     /// The version's readme, already cut to size.
     pub readme: Option<String>,
     pub dist: DistInfo,
+    /// For a publish with a token exchanged in CI: what `_npmUser` records
+    /// as its `trustedPublisher` (repository, workflow, commit, run, actor).
+    pub trusted_publisher: Option<Value>,
 }
 
 /// What a publish does to the stored packument.
@@ -320,7 +323,11 @@ pub fn publish(
     manifest.insert("name".into(), Value::String(name.to_string()));
     manifest.insert("version".into(), Value::String(v.to_string()));
     manifest.insert("_id".into(), Value::String(format!("{name}@{v}")));
-    manifest.insert("_npmUser".into(), json!({ "name": publisher }));
+    let mut npm_user = json!({ "name": publisher });
+    if let Some(trusted) = new.trusted_publisher {
+        npm_user["trustedPublisher"] = trusted;
+    }
+    manifest.insert("_npmUser".into(), npm_user);
     manifest.insert("maintainers".into(), Value::Array(doc.maintainers.clone()));
     manifest.insert(
         "dist".into(),
@@ -668,6 +675,7 @@ mod tests {
             manifest: manifest.as_object().unwrap().clone(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             readme: Some(format!("# widget {v}")),
+            trusted_publisher: None,
             dist: DistInfo {
                 shasum: format!("sha1-of-{v}"),
                 integrity: format!("sha512-of-{v}"),

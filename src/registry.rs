@@ -27,6 +27,9 @@ pub struct Registry {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Slots for parsing write bodies (see [`crate::cmd::parse_blocking`]).
     pub parse_slots: Semaphore,
+    /// The ID-token verifier of trusted publishing (`None`: off, or not
+    /// under GitHub authorization).
+    pub oidc: Option<crate::oidc::Oidc>,
 }
 
 impl Registry {

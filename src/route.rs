@@ -15,6 +15,8 @@
 //! | `PUT -/user/org.couchdb.user:NAME` | [`Route::Login`] |
 //! | `POST -/v1/login` | [`Route::WebLogin`] |
 //! | `POST -/npm/v1/security/advisories/bulk` | [`Route::Audit`] |
+//! | `POST -/npm/v1/oidc/token/exchange/package/ESC` | [`Route::OidcExchange`] |
+//! | `GET -/package/ESC/visibility` | [`Op::Visibility`] |
 //! | `GET -/package/ESC/dist-tags` | [`Op::DistTags`] |
 //! | `PUT`, `DELETE -/package/ESC/dist-tags/TAG` | [`Op::AddDistTag`], [`Op::RemoveDistTag`] |
 //! | `GET ESC` | [`Op::Packument`] |
@@ -52,6 +54,9 @@ pub enum Route {
     WebLogin,
     /// `npm audit`'s bulk advisory request: answered with no advisories.
     Audit,
+    /// Trusted publishing: a GitHub Actions ID token exchanged for a
+    /// registry token for this package (authorized by the token itself).
+    OidcExchange(PackageName),
     /// An endpoint on a scoped package this registry hosts.
     Package {
         name: PackageName,
@@ -94,13 +99,17 @@ pub enum Op {
     DistTags,
     AddDistTag(String),
     RemoveDistTag(String),
+    /// `GET -/package/ESC/visibility`: whether the package is public.
+    Visibility,
 }
 
 impl Op {
     /// The action the route is authorized for.
     pub fn action(&self) -> Action {
         match self {
-            Op::Packument | Op::Version(_) | Op::Tarball(_) | Op::DistTags => Action::Read,
+            Op::Packument | Op::Version(_) | Op::Tarball(_) | Op::DistTags | Op::Visibility => {
+                Action::Read
+            }
             Op::Put => Action::Publish,
             Op::AddDistTag(_) | Op::RemoveDistTag(_) => Action::DistTag,
             Op::UnpublishVersions { .. }
@@ -178,6 +187,20 @@ pub fn parse(method: &Method, path: &str) -> Route {
         },
         ["-", "v1", "login"] => Route::WebLogin,
         ["-", "npm", "v1", "security", "advisories", "bulk"] => only(Method::POST, Route::Audit),
+        [
+            "-",
+            "npm",
+            "v1",
+            "oidc",
+            "token",
+            "exchange",
+            "package",
+            rest @ ..,
+        ] => match split_name(rest) {
+            Ok(Some((name, []))) => only(Method::POST, Route::OidcExchange(name)),
+            Ok(_) => Route::NotFound,
+            Err(e) => e,
+        },
         ["-", "package", rest @ ..] => parse_dist_tags(method, rest),
         ["-", ..] => Route::NotFound,
         _ => parse_package(method, &segments),
@@ -191,6 +214,7 @@ fn parse_dist_tags(method: &Method, rest: &[&str]) -> Route {
         Err(e) => return e,
     };
     let op = match (rest, method.clone()) {
+        (["visibility"], Method::GET) => Op::Visibility,
         (["dist-tags"], Method::GET) => Op::DistTags,
         (["dist-tags", tag], m) if m == Method::PUT || m == Method::DELETE => {
             let Some(tag) = decode(tag) else {
@@ -449,6 +473,20 @@ mod tests {
             Route::Login("alice".into())
         );
         assert_eq!(parse(&Method::POST, "/-/v1/login"), Route::WebLogin);
+        let widget = PackageName::parse("@acme/widget").unwrap();
+        for path in [
+            "/-/npm/v1/oidc/token/exchange/package/@acme%2fwidget",
+            "/-/npm/v1/oidc/token/exchange/package/%40acme%2Fwidget",
+        ] {
+            assert_eq!(
+                parse(&Method::POST, path),
+                Route::OidcExchange(widget.clone())
+            );
+        }
+        assert_eq!(
+            get("/-/package/@acme%2fwidget/visibility"),
+            pkg("@acme/widget", Op::Visibility)
+        );
         assert_eq!(
             parse(&Method::POST, "/-/npm/v1/security/advisories/bulk"),
             Route::Audit

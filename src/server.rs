@@ -57,6 +57,13 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
     let trusted_proxies = config
         .trusted_proxies()
         .map_err(|e| StartupError(e.to_string()))?;
+    let oidc = match (&auth, config.auth.github.oidc.enabled) {
+        (Auth::Github(_), true) => Some(
+            crate::oidc::Oidc::new(&config.auth.github.oidc, &public_host(&public_url))
+                .map_err(StartupError)?,
+        ),
+        _ => None,
+    };
     Ok(Registry {
         config,
         store,
@@ -66,7 +73,19 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
         path_prefix,
         trusted_proxies,
         parse_slots: tokio::sync::Semaphore::new(crate::cmd::PARSE_SLOTS),
+        oidc,
     })
+}
+
+/// The host name of a base URL, without port: `npm:` + this is the audience
+/// npm asks GitHub for.
+pub fn public_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_string();
+    }
+    authority.split(':').next().unwrap_or(authority).to_string()
 }
 
 /// Runs nmr with `config` until SIGINT or SIGTERM. Prints

@@ -11,6 +11,7 @@
 //! | `b/{name}` | the GitHub repository the package is bound to (`{"owner", "repo"}`) |
 //! | `m/public_url` | the public URL the rendered documents were written with |
 //! | `g/{hex SHA-256}` | a token GitHub accepted: when (Unix seconds, decimal) it last did |
+//! | `k/{hex SHA-256}` | a registry token's [`TokenRecord`] (`src/tokens.rs`) |
 //!
 //! Every change to a package is one atomic [`rusty_leveldb::WriteBatch`]
 //! written with `sync`, and the database runs on [`SyncingEnv`], whose files
@@ -33,6 +34,7 @@ use rusty_leveldb::{DB, LdbIterator, Options, PosixDiskEnv, WriteBatch};
 use crate::github::Repo;
 use crate::name::{PackageName, Version};
 use crate::packument::{self, Packument};
+use crate::tokens::TokenRecord;
 
 /// Which served form of a packument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +315,23 @@ impl Store {
         self.with_db(|db| Ok(db.write(batch, true)?))
     }
 
+    /// The registry token whose secret hashes to `hash`, if any.
+    pub fn token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        self.get_json(&format!("k/{}", hex::encode(hash)), || {
+            "a registry token".into()
+        })
+    }
+
+    /// Stores a registry token's record, synced (the token is handed out
+    /// only after this returns).
+    pub fn put_token(&self, hash: &[u8; 32], record: &TokenRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(record)
+            .map_err(|e| StoreError(format!("cannot serialise a token record: {e}")))?;
+        let mut batch = WriteBatch::default();
+        batch.put(format!("k/{}", hex::encode(hash)).as_bytes(), &json);
+        self.with_db(|db| Ok(db.write(batch, true)?))
+    }
+
     /// Stores `repo` as the binding of `name`, alone, synced.
     pub fn set_binding(&self, name: &PackageName, repo: &Repo) -> Result<(), StoreError> {
         let json = serde_json::to_vec(repo)
@@ -511,6 +530,7 @@ mod tests {
                 .clone(),
             tags: vec!["latest".into()],
             readme: None,
+            trusted_publisher: None,
             dist: DistInfo {
                 shasum: format!("sha-{v}"),
                 integrity: format!("sha512-{v}"),

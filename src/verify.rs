@@ -356,6 +356,7 @@ pub fn verify_publish(
             manifest,
             tags,
             readme,
+            trusted_publisher: None,
             dist: DistInfo {
                 shasum,
                 integrity,

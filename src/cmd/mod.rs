@@ -19,6 +19,7 @@
 //! once), LevelDB commits through [`commit`].
 
 pub mod dist_tags;
+pub mod oidc;
 pub mod packument;
 pub mod publish;
 pub mod tarball;
@@ -127,6 +128,23 @@ pub async fn rebind(
     .await
     .map_err(|e| ApiError::internal(format!("the binding update did not finish: {e}")))?
     .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// When the request's credentials are a registry token (`nmr_...`), its
+/// stored record (`Some(None)`: no such token); `None` for other
+/// credentials.
+pub fn registry_token(
+    registry: &Registry,
+    credentials: &Result<Option<crate::auth::Credentials>, &'static str>,
+) -> Result<Option<Option<crate::tokens::TokenRecord>>, ApiError> {
+    match credentials {
+        Ok(Some(c)) if crate::tokens::is_registry_token(c.token()) => registry
+            .store
+            .token(&c.hash())
+            .map(Some)
+            .map_err(|e| ApiError::internal(e.to_string())),
+        _ => Ok(None),
+    }
 }
 
 /// The GitHub repository `name` is bound to, if any.

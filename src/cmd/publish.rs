@@ -56,6 +56,7 @@ async fn publish(
     body: WriteBody,
 ) -> Result<Response, ApiError> {
     let bound = access.binding.clone();
+    let trusted_publisher = access.token.as_ref().and_then(|t| t.publisher.clone());
     let repository: Option<Value> = body
         .versions
         .as_ref()
@@ -97,6 +98,8 @@ async fn publish(
         verify::verify_publish(&owned_name, body, &settings)
     })
     .await?;
+    let mut verified = verified;
+    verified.new.trusted_publisher = trusted_publisher;
     let version = verified.new.version.clone();
     let integrity = verified.new.dist.integrity.clone();
 
@@ -149,6 +152,11 @@ async fn deprecate(
 ) -> Result<Response, ApiError> {
     // A publish may create a package; a deprecation only changes a bound one.
     registry.auth.require_binding(&access, name)?;
+    if access.token.is_some() {
+        return Err(ApiError::forbidden(format!(
+            "a token exchanged in GitHub Actions may publish new versions of {name}, not deprecate them"
+        )));
+    }
     let versions = body.deprecations()?;
     let _guard = registry.store.lock(name).await;
     let previous = live_packument(registry, name)?;

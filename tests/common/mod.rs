@@ -487,6 +487,12 @@ impl Npm {
 
     /// Runs `npm ARGS` in `cwd`.
     pub fn run(&self, cwd: &Path, args: &[&str]) -> NpmOutput {
+        self.run_with_env(cwd, args, &[])
+    }
+
+    /// Runs `npm ARGS` in `cwd` with extra environment variables (e.g.
+    /// `GITHUB_ACTIONS` and `NPM_ID_TOKEN` for trusted publishing).
+    pub fn run_with_env(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> NpmOutput {
         let output = Command::new("npm")
             .args(args)
             .arg("--userconfig")
@@ -495,7 +501,11 @@ impl Npm {
             .arg(self.dir.path().join("cache"))
             .current_dir(cwd)
             .env_remove("NPM_CONFIG_REGISTRY")
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("NPM_ID_TOKEN")
+            .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
             .env("NO_UPDATE_NOTIFIER", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .expect("run npm (is npm installed?)");

@@ -1,0 +1,143 @@
+//! Trusted publishing's endpoints: `POST
+//! /-/npm/v1/oidc/token/exchange/package/{name}` (a GitHub Actions ID token
+//! for a registry token good for that one package) and
+//! `GET /-/package/{name}/visibility`. The rules are in `src/oidc.rs`; the
+//! wire shapes in docs/trusted-publishing.md.
+//!
+//! npm posts the exchange to its registry's host root, dropping any path
+//! prefix; the dispatcher serves every route with and without the prefix, so
+//! this one answers at both. A refusal is 4xx `{"message", "error"}`: npm
+//! logs `message` at verbose level and carries on with other credentials.
+
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use http::header::{self, HeaderValue};
+use serde_json::json;
+use warp::reply::Response;
+
+use crate::error::ApiError;
+use crate::github::unix_now;
+use crate::name::PackageName;
+use crate::oidc::{self, Refused};
+use crate::registry::Registry;
+use crate::request::{Request, json};
+use crate::tokens::{self, TokenKind, TokenRecord};
+
+fn refused(r: Refused) -> Response {
+    json(r.status, r.body())
+}
+
+fn iso(unix: u64) -> String {
+    DateTime::<Utc>::from_timestamp(unix as i64, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// `POST /-/npm/v1/oidc/token/exchange/package/{name}` with
+/// `Authorization: Bearer <ID token>` and no body: `201 {"token",
+/// "token_type": "oidc", "created", "expires"}`, or a refusal.
+pub async fn exchange(
+    registry: &Registry,
+    request: &Request,
+    name: &PackageName,
+) -> Result<Response, ApiError> {
+    let Some(verifier) = &registry.oidc else {
+        return Ok(refused(Refused {
+            status: StatusCode::NOT_FOUND,
+            message: "trusted publishing is off on this registry (auth.github.oidc.enabled)".into(),
+        }));
+    };
+    let jwt = request
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|jwt| !jwt.is_empty() && jwt.len() <= 16 * 1024);
+    let Some(jwt) = jwt else {
+        return Ok(refused(Refused {
+            status: StatusCode::UNAUTHORIZED,
+            message: "the exchange needs the workflow's ID token as Authorization: Bearer (permissions: id-token: write)".into(),
+        }));
+    };
+    let now = unix_now();
+    let claims = match verifier.verify(jwt, now).await {
+        Ok(claims) => claims,
+        Err(r) => return Ok(refused(r)),
+    };
+    let binding = crate::cmd::binding(registry, name)?;
+    if binding.is_none()
+        && registry
+            .store
+            .packument(name)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .is_some()
+    {
+        return Ok(refused(Refused {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
+                "{name} exists but is bound to no GitHub repository: an admin of its repository must adopt it with a publish first"
+            ),
+        }));
+    }
+    let grant = match oidc::decide(
+        name,
+        binding.as_ref(),
+        &claims,
+        verifier.allow_pull_requests,
+    ) {
+        Ok(grant) => grant,
+        Err(r) => return Ok(refused(r)),
+    };
+    let (secret, hash) = tokens::generate().map_err(ApiError::internal)?;
+    let record = TokenRecord {
+        key: tokens::new_key().map_err(ApiError::internal)?,
+        kind: TokenKind::Oidc,
+        owner: "GitHub Actions".into(),
+        packages: vec![name.to_string()],
+        repository: Some(grant.repository),
+        repository_id: grant.repository_id,
+        publisher: Some(grant.publisher),
+        created: now,
+        expires: now + verifier.token_ttl,
+        last_used: None,
+        revoked: false,
+    };
+    let store = registry.store.clone();
+    let stored = record.clone();
+    tokio::task::spawn_blocking(move || store.put_token(&hash, &stored))
+        .await
+        .map_err(|e| ApiError::internal(format!("storing the token did not finish: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    log::info!(
+        "exchanged an ID token of {} ({}) for a token for {name} (key {})",
+        claims.repository,
+        claims.workflow_ref,
+        record.key
+    );
+    Ok(json(
+        StatusCode::CREATED,
+        json!({
+            "token": secret,
+            "token_type": "oidc",
+            "created": iso(record.created),
+            "expires": iso(record.expires),
+        })
+        .to_string(),
+    ))
+}
+
+/// `GET /-/package/{name}/visibility` → `{"public": false}` for whoever may
+/// read the package (the dispatcher authorized the read). npm turns
+/// provenance on by itself only for public packages, and provenance would
+/// publish a private repository's name to a public log.
+pub fn visibility() -> Response {
+    let mut response = json(StatusCode::OK, r#"{"public":false}"#);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,370 @@
+//! Trusted publishing: the real npm 11 client in a (simulated) GitHub
+//! Actions job exchanges an ID token for a registry token and publishes
+//! with no token of its own; every way an ID token can be wrong is refused
+//! with its reason and writes nothing; the exchanged token is good for its
+//! one package's reads and publishes only, until it expires.
+//!
+//! A test issuer signs ID tokens with the claims GitHub documents, with the
+//! RSA key in `tests/fixtures/`, and serves its JWKS from a local server.
+
+mod common;
+
+use common::github::cast::*;
+use common::github::{seeded, with_cast as github};
+use common::{Npm, Server, escape, snapshot};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const KEY: &[u8] = include_bytes!("fixtures/oidc-test-key.pem");
+const OTHER_KEY: &[u8] = include_bytes!("fixtures/oidc-other-key.pem");
+const JWKS: &str = include_str!("fixtures/oidc-jwks.json");
+const ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Serves the JWKS at `/.well-known/jwks`; returns its URL.
+fn issuer() -> (String, tokio::sync::oneshot::Sender<()>) {
+    use warp::Filter;
+    let routes = warp::path!(".well-known" / "jwks").map(|| {
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(JWKS.to_string())
+            .unwrap()
+    });
+    let (port, stop) = common::serve_in_background(routes, 0);
+    (format!("http://127.0.0.1:{port}/.well-known/jwks"), stop)
+}
+
+/// The claims GitHub puts in an ID token for a push to main of `repo`.
+fn claims(repo: &str, repo_id: u64) -> Value {
+    let owner = repo.split('/').next().unwrap();
+    let t = now();
+    json!({
+        "jti": format!("jti-{}-{}", t, rand_suffix()),
+        "sub": format!("repo:{repo}:ref:refs/heads/main"),
+        "aud": "npm:127.0.0.1",
+        "ref": "refs/heads/main", "sha": "0123456789abcdef0123456789abcdef01234567",
+        "repository": repo, "repository_owner": owner,
+        "repository_owner_id": "90001", "repository_id": repo_id.to_string(),
+        "repository_visibility": "private", "run_id": "1234567890", "run_number": "7", "run_attempt": "1",
+        "actor": "alice", "actor_id": "1000", "event_name": "push", "ref_type": "branch",
+        "workflow": "Release",
+        "workflow_ref": format!("{repo}/.github/workflows/release.yml@refs/heads/main"),
+        "job_workflow_ref": format!("{repo}/.github/workflows/release.yml@refs/heads/main"),
+        "runner_environment": "github-hosted",
+        "iss": ISSUER, "nbf": t - 5, "iat": t - 5, "exp": t + 300,
+    })
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+fn sign(claims: &Value) -> String {
+    sign_with(claims, KEY, "oidc-test-key")
+}
+
+fn sign_with(claims: &Value, key: &[u8], kid: &str) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(key).unwrap()).unwrap()
+}
+
+fn trusted_server(gh: &common::github::FakeGithub, jwks: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![("NMR_AUTH__GITHUB__OIDC__JWKS_URL", jwks)];
+    env.extend_from_slice(extra);
+    seeded(gh, &env)
+}
+
+fn exchange(server: &Server, package: &str, jwt: &str) -> common::Reply {
+    let url = server.http().url(&format!(
+        "-/npm/v1/oidc/token/exchange/package/{}",
+        escape(package)
+    ));
+    let response = ureq::post(&url)
+        .header("authorization", &format!("Bearer {jwt}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_empty()
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().read_to_vec().unwrap();
+    common::Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[test]
+fn npm_publishes_from_actions_with_no_token_of_its_own() {
+    let gh = github();
+    let (jwks, _stop) = issuer();
+    let server = trusted_server(&gh, &jwks, &[]);
+    let id = gh.repo_id("acme/widget");
+    for (placeholder, version) in [(None, "1.0.0"), (Some("XXXXX-XXXXX-XXXXX-XXXXX"), "1.1.0")] {
+        let npm = Npm::new(&server.url, placeholder);
+        let dir = npm.package(
+            "@acme/ci-built",
+            version,
+            version,
+            json!({"repository": "github:acme/widget"}),
+        );
+        let jwt = sign(&claims("acme/widget", id));
+        npm.run_with_env(
+            &dir,
+            &["publish", "--loglevel", "verbose"],
+            &[
+                ("GITHUB_ACTIONS", "true"),
+                ("NPM_ID_TOKEN", &jwt),
+                ("CI", "true"),
+            ],
+        );
+        let out = npm.run(
+            &dir,
+            &[
+                "view",
+                "@acme/ci-built",
+                "versions",
+                "--json",
+                "--userconfig",
+                "/dev/null",
+            ],
+        );
+        drop(out);
+        let versions = server
+            .http_as(ALICE)
+            .get(&escape("@acme/ci-built"), &[])
+            .json()["versions"]
+            .clone();
+        assert!(
+            versions.get(version).is_some(),
+            "{version} not published: {versions}"
+        );
+    }
+    let alice = Npm::new(&server.url, Some(ALICE));
+    let project = alice.project("view");
+    let view = |field: &str| {
+        let out = alice.ok(&project, &["view", "@acme/ci-built@1.1.0", field, "--json"]);
+        serde_json::from_str::<Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(view("_npmUser"), "GitHub Actions");
+    let publisher = view("_npmUser.trustedPublisher");
+    assert_eq!(publisher["id"], "github");
+    assert_eq!(publisher["repository"], "acme/widget");
+    assert_eq!(
+        publisher["workflow_ref"],
+        "acme/widget/.github/workflows/release.yml@refs/heads/main"
+    );
+    assert_eq!(publisher["actor"], "alice");
+    assert_eq!(publisher["run_id"], "1234567890");
+    // The package is bound to the workflow's repository.
+    assert_eq!(
+        server
+            .http_as(CAROL)
+            .get(&escape("@acme/ci-built"), &[])
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .http_as(DAVE)
+            .get(&escape("@acme/ci-built"), &[])
+            .status,
+        404
+    );
+}
+
+#[test]
+fn bad_id_tokens_are_refused_with_their_reason_and_nothing_is_written() {
+    let gh = github();
+    let (jwks, _stop) = issuer();
+    let server = trusted_server(&gh, &jwks, &[]);
+    gh.repo("acme", "gadget-lib", true);
+    let id = gh.repo_id("acme/widget");
+    let good = || claims("acme/widget", id);
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut c = good();
+        edit(&mut c);
+        c
+    };
+    let t = now();
+    let replayed = sign(&good());
+    assert_eq!(exchange(&server, NAME_W, &replayed).status, 201);
+    let tampered = {
+        let jwt = sign(&good());
+        let mut parts: Vec<String> = jwt.split('.').map(String::from).collect();
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut payload: Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
+        payload["repository"] = "acme/gadget-lib".into();
+        parts[1] = b64.encode(payload.to_string());
+        parts.join(".")
+    };
+    let unsigned = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT","kid":"oidc-test-key"}"#),
+            b64.encode(good().to_string())
+        )
+    };
+    let hs256 = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("oidc-test-key".into());
+        jsonwebtoken::encode(
+            &header,
+            &good(),
+            &EncodingKey::from_secret(b"secret").unwrap(),
+        )
+        .unwrap()
+    };
+    let db = snapshot(&server.db_path());
+    let storage = snapshot(&server.storage_path());
+    let cases: Vec<(String, &str, u16, &str)> = vec![
+        (
+            sign(&with(&|c| c["aud"] = "npm:elsewhere.example".into())),
+            NAME_W,
+            401,
+            "aud is not npm:127.0.0.1",
+        ),
+        (
+            sign(&with(&|c| c["iss"] = "https://evil.example".into())),
+            NAME_W,
+            401,
+            "iss is not",
+        ),
+        (
+            sign(&with(&|c| c["exp"] = (t - 120).into())),
+            NAME_W,
+            401,
+            "expired",
+        ),
+        (
+            sign(&with(&|c| c["nbf"] = (t + 600).into())),
+            NAME_W,
+            401,
+            "not valid yet",
+        ),
+        (replayed.clone(), NAME_W, 401, "already exchanged"),
+        (
+            sign_with(&good(), OTHER_KEY, "oidc-other-key"),
+            NAME_W,
+            401,
+            "not among the issuer's keys",
+        ),
+        (unsigned, NAME_W, 401, "not a JWT"),
+        (hs256, NAME_W, 401, "only RS256"),
+        (tampered, NAME_W, 401, "signature is invalid"),
+        (
+            sign(&claims("evil/widget", 1)),
+            "@acme/new-one",
+            403,
+            "scope is @acme",
+        ),
+        (
+            sign(&claims("acme/gadget-lib", 2)),
+            NAME_W,
+            403,
+            "bound to the GitHub repository acme/widget, but the workflow runs in acme/gadget-lib",
+        ),
+        (
+            sign(&claims("acme/widget", id + 1000)),
+            NAME_W,
+            403,
+            "deleted and created again",
+        ),
+        (
+            sign(&with(&|c| c["event_name"] = "pull_request_target".into())),
+            NAME_W,
+            403,
+            "pull_request_target",
+        ),
+    ];
+    for (jwt, package, status, needle) in cases {
+        let reply = exchange(&server, package, &jwt);
+        assert_eq!(
+            reply.status,
+            status,
+            "{needle}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let body = reply.json();
+        assert!(
+            body["message"].as_str().unwrap().contains(needle),
+            "{needle:?} not in {body}"
+        );
+        assert_eq!(body["message"], body["error"]);
+    }
+    assert!(
+        snapshot(&server.db_path()) == db,
+        "a refused exchange wrote"
+    );
+    assert!(snapshot(&server.storage_path()) == storage);
+}
+
+const NAME_W: &str = "@acme/widget";
+
+#[test]
+fn the_exchanged_token_is_good_for_its_package_only_and_not_for_long() {
+    let gh = github();
+    let (jwks, _stop) = issuer();
+    let server = trusted_server(&gh, &jwks, &[("NMR_AUTH__GITHUB__OIDC__TOKEN_TTL", "3")]);
+    // A second package of the same repo.
+    let alice = server.http_as(ALICE);
+    let reply =
+        common::publish_with_repository(&alice, "@acme/other", "1.0.0", Some("acme/widget"));
+    assert_eq!(reply.status, 201);
+    let id = gh.repo_id("acme/widget");
+    let reply = exchange(&server, NAME_W, &sign(&claims("acme/widget", id)));
+    assert_eq!(
+        reply.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let body = reply.json();
+    assert_eq!(body["token_type"], "oidc");
+    let token = body["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("nmr_"));
+    assert!(body["expires"].as_str().unwrap() > body["created"].as_str().unwrap());
+    let ci = server.http_as(&token);
+    assert_eq!(ci.get(&escape(NAME_W), &[]).status, 200);
+    assert_eq!(
+        ci.get(&format!("-/package/{}/visibility", escape(NAME_W)), &[])
+            .json(),
+        json!({"public": false})
+    );
+    let other = ci.get(&escape("@acme/other"), &[]);
+    assert_eq!(other.status, 403, "{}", other.error());
+    let rev = ci.get(&escape(NAME_W), &[]).json()["_rev"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let unpublish = ci.delete(&format!("{}/-rev/{rev}", escape(NAME_W)));
+    assert_eq!(unpublish.status, 403, "{}", unpublish.error());
+    let tag = ci.delete(&format!("-/package/{}/dist-tags/latest", escape(NAME_W)));
+    assert_eq!(tag.status, 403);
+    // A publish naming another repository is refused (no binding moves).
+    let reply = common::publish_with_repository(&ci, NAME_W, "1.1.0", Some("acme/gadget"));
+    assert_eq!(reply.status, 403, "{}", reply.error());
+    let reply = common::publish_with_repository(&ci, NAME_W, "1.1.0", Some("acme/widget"));
+    assert_eq!(reply.status, 201, "{}", reply.error());
+    // The token never reaches GitHub.
+    assert_eq!(gh.calls_with(&token), 0);
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    let late = ci.get(&escape(NAME_W), &[]);
+    assert_eq!(late.status, 401, "{}", late.error());
+    assert!(late.error().contains("expired"), "{}", late.error());
+    assert!(!server.log().contains(&token), "the token reached the log");
+}
