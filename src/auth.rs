@@ -58,6 +58,10 @@ pub enum Action {
     DistTag,
     /// Unpublish one version or the whole package.
     Unpublish,
+    /// List the package's trusted-publisher configurations (`npm trust list`).
+    InspectTrust,
+    /// Create or revoke one (`npm trust github`, `npm trust revoke`).
+    ConfigureTrust,
 }
 
 impl Action {
@@ -66,7 +70,8 @@ impl Action {
         match self {
             Action::Read => "pull",
             Action::Publish | Action::DistTag => "push",
-            Action::Unpublish => "admin",
+            Action::Unpublish | Action::ConfigureTrust => "admin",
+            Action::InspectTrust => "push",
         }
     }
 
@@ -75,7 +80,8 @@ impl Action {
         match self {
             Action::Read => permissions.pull,
             Action::Publish | Action::DistTag => permissions.can_push(),
-            Action::Unpublish => permissions.admin,
+            Action::Unpublish | Action::ConfigureTrust => permissions.admin,
+            Action::InspectTrust => permissions.can_push(),
         }
     }
 
@@ -86,6 +92,8 @@ impl Action {
             Action::Publish => "publishing",
             Action::DistTag => "changing dist-tags of",
             Action::Unpublish => "unpublishing",
+            Action::InspectTrust => "listing the trusted publishers of",
+            Action::ConfigureTrust => "configuring the trusted publishers of",
         }
     }
 }

@@ -244,6 +244,9 @@ async fn dispatch(
         Op::AddDistTag(tag) => cmd::dist_tags::add(registry, &name, &tag, &body).await,
         Op::RemoveDistTag(tag) => cmd::dist_tags::remove(registry, &name, &tag).await,
         Op::Visibility => Ok(cmd::oidc::visibility()),
+        Op::ListTrust => cmd::trust::list(registry, &name),
+        Op::CreateTrust => cmd::trust::create(registry, access, &name, &body).await,
+        Op::RevokeTrust(id) => cmd::trust::revoke(registry, &name, &id).await,
     }
 }
 

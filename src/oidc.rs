@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::config::OidcConfig;
@@ -264,6 +264,43 @@ impl Oidc {
     }
 }
 
+/// A trusted-publisher configuration made with `npm trust github`: the
+/// workflow file (and, when set, the environment) a package's ID tokens
+/// must come from. Stored and served in npm's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustConfig {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub claims: TrustClaims,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+}
+
+/// The claims a [`TrustConfig`] pins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustClaims {
+    pub repository: String,
+    pub workflow_ref: WorkflowFile,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+}
+
+/// `{"file": "release.yml"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowFile {
+    pub file: String,
+}
+
+/// The workflow file name of a `workflow_ref` claim
+/// (`owner/repo/.github/workflows/FILE@REF` → `FILE`), as the public
+/// registry compares it (docs/trusted-publishing.md).
+pub fn workflow_file(workflow_ref: &str) -> &str {
+    let path = workflow_ref.split('@').next().unwrap_or(workflow_ref);
+    path.rsplit_once(".github/workflows/")
+        .map_or(path, |(_, file)| file)
+}
+
 /// What an exchange grants: a registry token for `package`, which a first
 /// publish must bind to `repository`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,11 +313,15 @@ pub struct Grant {
 
 /// The exchange decision for `package`, bound to `binding` (`None`: not
 /// bound, so the token may only create it), from the verified `claims`.
+///
+/// When `trust` holds configurations (`npm trust`), one must match the
+/// top-level workflow's file and, when it names one, the environment.
 pub fn decide(
     package: &PackageName,
     binding: Option<&Repo>,
     claims: &Claims,
     allow_pull_requests: bool,
+    trust: &[TrustConfig],
 ) -> Result<Grant, Refused> {
     let forbidden = |m: String| Refused::new(403, m);
     if matches!(
@@ -314,6 +355,33 @@ pub fn decide(
         {
             return Err(forbidden(format!(
                 "{package} is bound to the GitHub repository {bound} with id {bound_id}, but the workflow's repository of that name has id {claimed}: it was deleted and created again"
+            )));
+        }
+    }
+    if !trust.is_empty() {
+        let file = workflow_file(&claims.workflow_ref);
+        let matches = trust.iter().any(|t| {
+            t.claims.workflow_ref.file == file
+                && t.claims
+                    .environment
+                    .as_ref()
+                    .is_none_or(|env| claims.environment.as_ref() == Some(env))
+        });
+        if !matches {
+            let allowed: Vec<String> = trust
+                .iter()
+                .map(|t| match &t.claims.environment {
+                    Some(env) => format!("{} in environment {env}", t.claims.workflow_ref.file),
+                    None => t.claims.workflow_ref.file.clone(),
+                })
+                .collect();
+            return Err(forbidden(format!(
+                "npm trust allows {package} to be published only by the workflow {}, not {file}{}",
+                allowed.join(" or "),
+                claims
+                    .environment
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" in environment {e}"))
             )));
         }
     }
@@ -368,6 +436,7 @@ mod tests {
             Some(&bound(7)),
             &claims("acme/widget", "push"),
             false,
+            &[],
         )
         .unwrap();
         assert_eq!(grant.repository, "acme/widget");
@@ -376,12 +445,13 @@ mod tests {
             "acme/widget/.github/workflows/release.yml@refs/heads/main"
         );
         // A new package: the token may create it bound to the workflow's repo.
-        assert!(decide(&widget, None, &claims("acme/other", "push"), false).is_ok());
+        assert!(decide(&widget, None, &claims("acme/other", "push"), false, &[]).is_ok());
         let e = decide(
             &widget,
             Some(&bound(7)),
             &claims("acme/other", "push"),
             false,
+            &[],
         )
         .unwrap_err();
         assert_eq!(e.status, 403);
@@ -391,13 +461,14 @@ mod tests {
             ),
             "{e:?}"
         );
-        let e = decide(&widget, None, &claims("evil/widget", "push"), false).unwrap_err();
+        let e = decide(&widget, None, &claims("evil/widget", "push"), false, &[]).unwrap_err();
         assert!(e.message.contains("scope is @acme"), "{e:?}");
         let e = decide(
             &widget,
             Some(&bound(8)),
             &claims("acme/widget", "push"),
             false,
+            &[],
         )
         .unwrap_err();
         assert!(e.message.contains("deleted and created again"), "{e:?}");
@@ -407,6 +478,7 @@ mod tests {
                 Some(&bound(7)),
                 &claims("acme/widget", event),
                 false,
+                &[],
             )
             .unwrap_err();
             assert!(e.message.contains(event), "{e:?}");
@@ -415,7 +487,8 @@ mod tests {
                     &widget,
                     Some(&bound(7)),
                     &claims("acme/widget", event),
-                    true
+                    true,
+                    &[]
                 )
                 .is_ok()
             );

@@ -101,6 +101,12 @@ pub enum Op {
     RemoveDistTag(String),
     /// `GET -/package/ESC/visibility`: whether the package is public.
     Visibility,
+    /// `GET -/package/ESC/trust`: `npm trust list`.
+    ListTrust,
+    /// `POST -/package/ESC/trust`: `npm trust github`.
+    CreateTrust,
+    /// `DELETE -/package/ESC/trust/ID`: `npm trust revoke`.
+    RevokeTrust(String),
 }
 
 impl Op {
@@ -115,6 +121,8 @@ impl Op {
             Op::UnpublishVersions { .. }
             | Op::UnpublishPackage { .. }
             | Op::DeleteTarball { .. } => Action::Unpublish,
+            Op::ListTrust => Action::InspectTrust,
+            Op::CreateTrust | Op::RevokeTrust(_) => Action::ConfigureTrust,
         }
     }
 }
@@ -215,6 +223,13 @@ fn parse_dist_tags(method: &Method, rest: &[&str]) -> Route {
     };
     let op = match (rest, method.clone()) {
         (["visibility"], Method::GET) => Op::Visibility,
+        (["trust"], Method::GET) => Op::ListTrust,
+        (["trust"], Method::POST) => Op::CreateTrust,
+        (["trust", id], Method::DELETE) => match decode(id) {
+            Some(id) => Op::RevokeTrust(id),
+            None => return Route::NotFound,
+        },
+        (["trust"] | ["trust", _], _) => return Route::MethodNotAllowed,
         (["dist-tags"], Method::GET) => Op::DistTags,
         (["dist-tags", tag], m) if m == Method::PUT || m == Method::DELETE => {
             let Some(tag) = decode(tag) else {

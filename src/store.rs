@@ -12,6 +12,7 @@
 //! | `m/public_url` | the public URL the rendered documents were written with |
 //! | `g/{hex SHA-256}` | a token GitHub accepted: when (Unix seconds, decimal) it last did |
 //! | `k/{hex SHA-256}` | a registry token's [`TokenRecord`] (`src/tokens.rs`) |
+//! | `p/{name}` | the package's trusted-publisher configurations (`npm trust`), a JSON array |
 //!
 //! Every change to a package is one atomic [`rusty_leveldb::WriteBatch`]
 //! written with `sync`, and the database runs on [`SyncingEnv`], whose files
@@ -33,6 +34,7 @@ use rusty_leveldb::{DB, LdbIterator, Options, PosixDiskEnv, WriteBatch};
 
 use crate::github::Repo;
 use crate::name::{PackageName, Version};
+use crate::oidc::TrustConfig;
 use crate::packument::{self, Packument};
 use crate::tokens::TokenRecord;
 
@@ -329,6 +331,24 @@ impl Store {
             .map_err(|e| StoreError(format!("cannot serialise a token record: {e}")))?;
         let mut batch = WriteBatch::default();
         batch.put(format!("k/{}", hex::encode(hash)).as_bytes(), &json);
+        self.with_db(|db| Ok(db.write(batch, true)?))
+    }
+
+    /// The trusted-publisher configurations of `name` (empty: none).
+    pub fn trust(&self, name: &PackageName) -> Result<Vec<TrustConfig>, StoreError> {
+        Ok(self
+            .get_json(&format!("p/{name}"), || {
+                format!("trust configurations of {name}")
+            })?
+            .unwrap_or_default())
+    }
+
+    /// Replaces the trusted-publisher configurations of `name`, synced.
+    pub fn set_trust(&self, name: &PackageName, configs: &[TrustConfig]) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(configs)
+            .map_err(|e| StoreError(format!("cannot serialise trust configurations: {e}")))?;
+        let mut batch = WriteBatch::default();
+        batch.put(format!("p/{name}").as_bytes(), &json);
         self.with_db(|db| Ok(db.write(batch, true)?))
     }
 

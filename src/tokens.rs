@@ -78,6 +78,7 @@ impl TokenRecord {
                 "a token exchanged in GitHub Actions may read and publish {package}, nothing else: {} needs a user's token",
                 match action {
                     Action::DistTag => "changing dist-tags",
+                    Action::InspectTrust | Action::ConfigureTrust => "npm trust",
                     _ => "unpublishing",
                 }
             )),

@@ -368,3 +368,137 @@ fn the_exchanged_token_is_good_for_its_package_only_and_not_for_long() {
     assert!(late.error().contains("expired"), "{}", late.error());
     assert!(!server.log().contains(&token), "the token reached the log");
 }
+
+/// `npm trust ARGS --registry=URL` as `npm` with the userconfig and cache of
+/// `npm`: npm 11.19's trust sub-commands read the command line by position,
+/// so those two go in the environment (docs/trusted-publishing.md).
+fn npm_trust(npm: &Npm, url: &str, args: &[&str]) -> common::NpmOutput {
+    let output = std::process::Command::new("npm")
+        .arg("trust")
+        .args(args)
+        .arg(format!("--registry={url}"))
+        .current_dir(npm.dir.path())
+        .env("npm_config_userconfig", &npm.userconfig)
+        .env("npm_config_cache", npm.dir.path().join("cache"))
+        .env_remove("NPM_CONFIG_REGISTRY")
+        .env_remove("GITHUB_ACTIONS")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    common::NpmOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn npm_trust_narrows_publishing_to_one_workflow() {
+    let gh = github();
+    let (jwks, _stop) = issuer();
+    let server = trusted_server(&gh, &jwks, &[]);
+    let id = gh.repo_id("acme/widget");
+    let alice = Npm::new(&server.url, Some(ALICE));
+    let bob = Npm::new(&server.url, Some(BOB));
+    let create = [
+        "github",
+        NAME_W,
+        "--file",
+        "release.yml",
+        "--repo",
+        "acme/widget",
+        "--allow-publish",
+        "--yes",
+    ];
+    // bob can push, not administer: he may list but not create.
+    let refused = npm_trust(&bob, &server.url, &create);
+    assert!(!refused.success, "{}", refused.all());
+    assert!(
+        refused.all().contains("needs admin permission"),
+        "{}",
+        refused.all()
+    );
+    let created = npm_trust(&alice, &server.url, &create);
+    assert!(created.success, "{}", created.all());
+    let again = npm_trust(&alice, &server.url, &create);
+    assert!(
+        !again.success && again.all().contains("already has a trusted publisher"),
+        "{}",
+        again.all()
+    );
+    let listed = npm_trust(&bob, &server.url, &["list", NAME_W, "--json"]);
+    assert!(listed.success, "{}", listed.all());
+    assert!(listed.stdout.contains("release.yml"), "{}", listed.all());
+    let configs = server
+        .http_as(BOB)
+        .get(&format!("-/package/{}/trust", escape(NAME_W)), &[])
+        .json();
+    let config_id = configs[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(configs[0]["claims"]["repository"], "acme/widget");
+
+    // Only that workflow may exchange now.
+    let mut other = claims("acme/widget", id);
+    other["workflow_ref"] = "acme/widget/.github/workflows/ci.yml@refs/heads/main".into();
+    let reply = exchange(&server, NAME_W, &sign(&other));
+    assert_eq!(reply.status, 403);
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("only by the workflow release.yml, not ci.yml")
+    );
+    assert_eq!(
+        exchange(&server, NAME_W, &sign(&claims("acme/widget", id))).status,
+        201
+    );
+
+    // What npm trust cannot send, the registry refuses too.
+    let reply = common::publish_with_repository(
+        &server.http_as(ALICE),
+        "@other/pkg",
+        "1.0.0",
+        Some("other/thing"),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.error());
+    let post = |token: &str, body: Value| {
+        server
+            .http_as(token)
+            .post_json(&format!("-/package/{}/trust", escape("@other/pkg")), &body)
+    };
+    let config = |repo: &str, file: &str| json!([{"type": "github", "claims": {"repository": repo, "workflow_ref": {"file": file}}, "permissions": ["createPackage"]}]);
+    let bad_type = post(
+        ALICE,
+        json!([{"type": "gitlab", "claims": {"project_path": "other/thing", "ci_config_ref_uri": {"file": ".gitlab-ci.yml"}}, "permissions": []}]),
+    );
+    assert_eq!(bad_type.status, 400, "{}", bad_type.error());
+    assert!(
+        bad_type.error().contains("GitHub Actions only"),
+        "{}",
+        bad_type.error()
+    );
+    let elsewhere = post(ALICE, config("acme/widget", "x.yml"));
+    assert_eq!(elsewhere.status, 400, "{}", elsewhere.error());
+    assert!(
+        elsewhere
+            .error()
+            .contains("bound to the GitHub repository other/thing"),
+        "{}",
+        elsewhere.error()
+    );
+    let path = post(ALICE, config("other/thing", "../x.yml"));
+    assert_eq!(path.status, 400, "{}", path.error());
+    assert_eq!(post(ALICE, config("other/thing", "ok.yml")).status, 200);
+
+    let revoked = npm_trust(&alice, &server.url, &["revoke", NAME_W, "--id", &config_id]);
+    assert!(revoked.success, "{}", revoked.all());
+    assert_eq!(
+        server
+            .http_as(BOB)
+            .get(&format!("-/package/{}/trust", escape(NAME_W)), &[])
+            .json(),
+        json!([])
+    );
+    // (A jti is spent by any verified exchange, granted or not.)
+    other["jti"] = "another-jti".into();
+    assert_eq!(exchange(&server, NAME_W, &sign(&other)).status, 201);
+}

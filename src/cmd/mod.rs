@@ -23,6 +23,7 @@ pub mod oidc;
 pub mod packument;
 pub mod publish;
 pub mod tarball;
+pub mod trust;
 pub mod unpublish;
 pub mod upstream;
 pub mod user;

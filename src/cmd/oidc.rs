@@ -83,11 +83,16 @@ pub async fn exchange(
             ),
         }));
     }
+    let trust = registry
+        .store
+        .trust(name)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let grant = match oidc::decide(
         name,
         binding.as_ref(),
         &claims,
         verifier.allow_pull_requests,
+        &trust,
     ) {
         Ok(grant) => grant,
         Err(r) => return Ok(refused(r)),

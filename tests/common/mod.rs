@@ -374,6 +374,18 @@ impl Http {
         finish(req.send(body))
     }
 
+    /// `POST path` with a JSON body (and the token, if any).
+    pub fn post_json(&self, path: &str, body: &Value) -> Reply {
+        let mut req = self
+            .agent
+            .post(self.url(path))
+            .header("content-type", "application/json");
+        if let Some(auth) = self.auth() {
+            req = req.header("authorization", auth);
+        }
+        finish(req.send(body.to_string().as_bytes()))
+    }
+
     pub fn put_json(&self, path: &str, body: &Value) -> Reply {
         self.put(path, body.to_string().as_bytes())
     }
