@@ -408,12 +408,18 @@ pub fn decide_token(
             ApiError::forbidden(why)
         }
     })?;
+    if bound.is_none() && action != Action::Publish {
+        return Err(hidden(package));
+    }
     if let (Some(bound), Some(repository)) = (bound, &record.repository) {
         let same_name = format!("{}/{}", bound.owner, bound.name).eq_ignore_ascii_case(repository);
         let same_id = match (bound.id, record.repository_id) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };
+        if (!same_name || !same_id) && action == Action::Read {
+            return Err(hidden(package));
+        }
         if !same_name || !same_id {
             return Err(ApiError::forbidden(format!(
                 "{package} is bound to the GitHub repository {bound}, not {repository} the token was issued for"

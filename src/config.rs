@@ -115,6 +115,21 @@ pub struct OidcConfig {
     pub token_ttl: u64,
     /// Whether workflows run for pull requests may exchange.
     pub allow_pull_requests: bool,
+    /// What a read-only exchange (`npm ci` in CI) may read.
+    pub read: ReadPolicy,
+}
+
+/// `auth.github.oidc.read`: which packages a workflow's read token reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadPolicy {
+    /// Packages bound to the workflow's own repository.
+    Repo,
+    /// Every package of the scope equal to the repository's owner, for
+    /// workflows of private or internal repositories only.
+    Owner,
+    /// No read exchange.
+    None,
 }
 
 /// `[db]`: the LevelDB metadata store.

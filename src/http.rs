@@ -210,6 +210,7 @@ async fn dispatch(
         (Route::OidcExchange(name), _) => {
             return cmd::oidc::exchange(registry, request, &name).await;
         }
+        (Route::OidcReadExchange, _) => return cmd::oidc::exchange_read(registry, request).await,
         (Route::Upstream, _) => return cmd::upstream::redirect(registry, request),
         // npm's unpublish may double a path prefix here (docs/npm-protocol.md,
         // "unpublish"); the tarball went with the version, so report success.

@@ -57,6 +57,9 @@ pub struct Claims {
     #[serde(default)]
     pub jti: String,
     pub exp: u64,
+    /// `public`, `private` or `internal`.
+    #[serde(default)]
+    pub repository_visibility: String,
 }
 
 /// GitHub sends ids as strings; accept numbers too.
@@ -264,6 +267,69 @@ impl Oidc {
     }
 }
 
+/// What a read exchange grants: reads of the packages bound to
+/// `repository`, or of every package of the `scopes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadGrant {
+    pub repository: Option<String>,
+    pub repository_id: Option<u64>,
+    pub scopes: Vec<String>,
+}
+
+/// The read-exchange decision from the verified `claims` under `policy`
+/// (`auth.github.oidc.read`): `repo` reads the packages bound to the
+/// workflow's repository; `owner` every package of the scope equal to
+/// `repository_owner`, for private and internal repositories only (a public
+/// repository's workflows run code anyone can propose).
+pub fn decide_read(
+    claims: &Claims,
+    policy: crate::config::ReadPolicy,
+) -> Result<ReadGrant, Refused> {
+    use crate::config::ReadPolicy;
+    if matches!(
+        claims.event_name.as_str(),
+        "pull_request" | "pull_request_target"
+    ) {
+        return Err(Refused::new(
+            403,
+            format!("workflows run for {} get no read token", claims.event_name),
+        ));
+    }
+    match policy {
+        ReadPolicy::Repo => Ok(ReadGrant {
+            repository: Some(claims.repository.clone()),
+            repository_id: claims.repository_id,
+            scopes: vec![claims.repository_owner.to_ascii_lowercase()],
+        }),
+        ReadPolicy::Owner
+            if matches!(
+                claims.repository_visibility.as_str(),
+                "private" | "internal"
+            ) =>
+        {
+            Ok(ReadGrant {
+                repository: None,
+                repository_id: None,
+                scopes: vec![claims.repository_owner.to_ascii_lowercase()],
+            })
+        }
+        ReadPolicy::Owner => Err(Refused::new(
+            403,
+            format!(
+                "{} is {}: only workflows of private or internal repositories may read every @{} package (auth.github.oidc.read = \"owner\")",
+                claims.repository,
+                if claims.repository_visibility.is_empty() {
+                    "of unknown visibility"
+                } else {
+                    claims.repository_visibility.as_str()
+                },
+                claims.repository_owner.to_ascii_lowercase()
+            ),
+        )),
+        ReadPolicy::None => Err(Refused::new(404, "read tokens are off on this registry")),
+    }
+}
+
 /// A trusted-publisher configuration made with `npm trust github`: the
 /// workflow file (and, when set, the environment) a package's ID tokens
 /// must come from. Stored and served in npm's shape.
@@ -418,6 +484,7 @@ mod tests {
             actor: "alice".into(),
             jti: "j".into(),
             exp: 0,
+            repository_visibility: "private".into(),
         }
     }
 

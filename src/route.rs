@@ -57,6 +57,9 @@ pub enum Route {
     /// Trusted publishing: a GitHub Actions ID token exchanged for a
     /// registry token for this package (authorized by the token itself).
     OidcExchange(PackageName),
+    /// `POST -/nmr/v1/oidc/token/exchange/read`: a read-only token for CI
+    /// installs.
+    OidcReadExchange,
     /// An endpoint on a scoped package this registry hosts.
     Package {
         name: PackageName,
@@ -195,6 +198,9 @@ pub fn parse(method: &Method, path: &str) -> Route {
         },
         ["-", "v1", "login"] => Route::WebLogin,
         ["-", "npm", "v1", "security", "advisories", "bulk"] => only(Method::POST, Route::Audit),
+        ["-", "nmr", "v1", "oidc", "token", "exchange", "read"] => {
+            only(Method::POST, Route::OidcReadExchange)
+        }
         [
             "-",
             "npm",

@@ -27,6 +27,8 @@ pub enum TokenKind {
     /// Exchanged for a GitHub Actions ID token: read and publish new
     /// versions of its packages.
     Oidc,
+    /// Exchanged for a GitHub Actions ID token to install: read only.
+    OidcRead,
 }
 
 /// A registry token as stored (by the SHA-256 of its secret).
@@ -39,6 +41,9 @@ pub struct TokenRecord {
     pub owner: String,
     /// The only packages it may be used on (empty: any).
     pub packages: Vec<String>,
+    /// The only scopes (without `@`) it may be used on (empty: any).
+    #[serde(default)]
+    pub scopes: Vec<String>,
     /// The GitHub repository (`owner/repo`) and its id a package the token
     /// creates must be bound to.
     pub repository: Option<String>,
@@ -72,8 +77,19 @@ impl TokenRecord {
                 self.packages.join(", ")
             ));
         }
+        let scope = package.scope().unwrap_or_default();
+        if !self.scopes.is_empty() && !self.scopes.iter().any(|s| s.eq_ignore_ascii_case(scope)) {
+            return Err(format!(
+                "the registry token is limited to @{} and cannot be used on {package}",
+                self.scopes.join(", @")
+            ));
+        }
         match (self.kind, action) {
             (TokenKind::Oidc, Action::Read | Action::Publish) => Ok(()),
+            (TokenKind::OidcRead, Action::Read) => Ok(()),
+            (TokenKind::OidcRead, _) => Err(format!(
+                "a read token exchanged in GitHub Actions can only read {package}"
+            )),
             (TokenKind::Oidc, _) => Err(format!(
                 "a token exchanged in GitHub Actions may read and publish {package}, nothing else: {} needs a user's token",
                 match action {
@@ -117,6 +133,7 @@ mod tests {
             kind,
             owner: "GitHub Actions".into(),
             packages: vec!["@acme/widget".into()],
+            scopes: Vec::new(),
             repository: Some("acme/widget".into()),
             repository_id: Some(7),
             publisher: None,

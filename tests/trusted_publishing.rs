@@ -502,3 +502,149 @@ fn npm_trust_narrows_publishing_to_one_workflow() {
     other["jti"] = "another-jti".into();
     assert_eq!(exchange(&server, NAME_W, &sign(&other)).status, 201);
 }
+
+fn exchange_read(server: &Server, jwt: &str) -> common::Reply {
+    let url = server.http().url("-/nmr/v1/oidc/token/exchange/read");
+    let response = ureq::post(&url)
+        .header("authorization", &format!("Bearer {jwt}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send_empty()
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().read_to_vec().unwrap();
+    common::Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[test]
+fn npm_ci_installs_private_packages_with_a_read_token() {
+    let gh = github();
+    let (jwks, _stop) = issuer();
+    let server = trusted_server(&gh, &jwks, &[]);
+    let alice = Npm::new(&server.url, Some(ALICE));
+    let repo = json!({"repository": "github:acme/widget"});
+    for name in ["@acme/lib-a", "@acme/lib-b"] {
+        alice.ok(
+            &alice.package(name, "1.0.0", name, repo.clone()),
+            &["publish"],
+        );
+    }
+    alice.ok(
+        &alice.package(
+            "@acme/gadget-only",
+            "1.0.0",
+            "g",
+            json!({"repository": "github:acme/gadget"}),
+        ),
+        &["publish"],
+    );
+    let app = alice.project("ci-app");
+    alice.ok(&app, &["install", "@acme/lib-a", "@acme/lib-b"]);
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    // The lockfile names the old port; npm ci must fetch from the new one.
+    std::fs::remove_file(app.join("package-lock.json")).unwrap();
+
+    // The workflow of acme/widget fetches a read token and runs npm ci.
+    let id = gh.repo_id("acme/widget");
+    let reply = exchange_read(&server, &sign(&claims("acme/widget", id)));
+    assert_eq!(
+        reply.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json()["token_type"], "oidc-read");
+    let token = reply.json()["token"].as_str().unwrap().to_string();
+    // Registry tokens survive a restart.
+    let mut server = server;
+    server.restart();
+    let ci = Npm::new(&server.url, Some(&token));
+    ci.ok(&app, &["install"]);
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    ci.ok(&app, &["ci"]);
+    assert!(app.join("node_modules/@acme/lib-a/index.js").is_file());
+    assert!(app.join("node_modules/@acme/lib-b/index.js").is_file());
+    // Read only, and only what is bound to the workflow's repository.
+    let http = server.http_as(&token);
+    assert_eq!(http.get(&escape("@acme/gadget-only"), &[]).status, 404);
+    let publish =
+        common::publish_with_repository(&http, "@acme/lib-a", "1.1.0", Some("acme/widget"));
+    assert_eq!(publish.status, 403, "{}", publish.error());
+}
+
+#[test]
+fn the_read_policy_decides_what_a_read_token_reads() {
+    let gh = github();
+    let (jwks, _stop) = issuer();
+    let owner = trusted_server(&gh, &jwks, &[("NMR_AUTH__GITHUB__OIDC__READ", "owner")]);
+    let alice = owner.http_as(ALICE);
+    assert_eq!(
+        common::publish_with_repository(&alice, "@acme/g", "1.0.0", Some("acme/gadget")).status,
+        201
+    );
+    let id = gh.repo_id("acme/widget");
+    let token = exchange_read(&owner, &sign(&claims("acme/widget", id))).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // "owner": every package of the scope, from a private repository's workflow.
+    assert_eq!(
+        owner.http_as(&token).get(&escape("@acme/g"), &[]).status,
+        200
+    );
+    let mut public = claims("acme/widget", id);
+    public["repository_visibility"] = "public".into();
+    let reply = exchange_read(&owner, &sign(&public));
+    assert_eq!(reply.status, 403);
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("only workflows of private or internal repositories")
+    );
+
+    let off = trusted_server(&gh, &jwks, &[("NMR_AUTH__GITHUB__OIDC__READ", "none")]);
+    assert_eq!(
+        exchange_read(&off, &sign(&claims("acme/widget", id))).status,
+        404
+    );
+}
+
+#[test]
+fn the_exchange_answers_at_the_host_root_and_under_the_prefix() {
+    let gh = github();
+    let (jwks, _stop) = issuer();
+    let port = common::free_port();
+    let public = format!("http://127.0.0.1:{port}/npm/");
+    let server = trusted_server(
+        &gh,
+        &jwks,
+        &[
+            ("NMR_SERVER__PORT", &port.to_string()),
+            ("NMR_SERVER__PUBLIC_URL", &public),
+        ],
+    );
+    let id = gh.repo_id("acme/widget");
+    for path in [
+        "/-/npm/v1/oidc/token/exchange/package/@acme%2fwidget",
+        "/npm/-/npm/v1/oidc/token/exchange/package/%40acme%2Fwidget",
+    ] {
+        let response = ureq::post(&format!("http://127.0.0.1:{port}{path}"))
+            .header(
+                "authorization",
+                &format!("Bearer {}", sign(&claims("acme/widget", id))),
+            )
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send_empty()
+            .unwrap();
+        assert_eq!(response.status(), 201, "{path}");
+    }
+}

@@ -103,6 +103,7 @@ pub async fn exchange(
         kind: TokenKind::Oidc,
         owner: "GitHub Actions".into(),
         packages: vec![name.to_string()],
+        scopes: Vec::new(),
         repository: Some(grant.repository),
         repository_id: grant.repository_id,
         publisher: Some(grant.publisher),
@@ -111,28 +112,111 @@ pub async fn exchange(
         last_used: None,
         revoked: false,
     };
-    let store = registry.store.clone();
-    let stored = record.clone();
-    tokio::task::spawn_blocking(move || store.put_token(&hash, &stored))
-        .await
-        .map_err(|e| ApiError::internal(format!("storing the token did not finish: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    store_token(registry, hash, record.clone()).await?;
     log::info!(
         "exchanged an ID token of {} ({}) for a token for {name} (key {})",
         claims.repository,
         claims.workflow_ref,
         record.key
     );
-    Ok(json(
+    Ok(token_response(&secret, "oidc", &record))
+}
+
+/// `POST /-/nmr/v1/oidc/token/exchange/read` with the workflow's ID token:
+/// `201 {"token", "token_type": "oidc-read", "created", "expires"}`, a
+/// read-only token for what `auth.github.oidc.read` allows
+/// ([`oidc::decide_read`]). npm exchanges only on publish; a workflow
+/// fetches this one itself (README, "Installing in GitHub Actions").
+pub async fn exchange_read(registry: &Registry, request: &Request) -> Result<Response, ApiError> {
+    let policy = registry.config.auth.github.oidc.read;
+    let verifier = match (&registry.oidc, policy) {
+        (Some(v), p) if p != crate::config::ReadPolicy::None => v,
+        _ => {
+            return Ok(refused(Refused {
+                status: StatusCode::NOT_FOUND,
+                message: "read tokens for GitHub Actions are off on this registry (auth.github.oidc.read)".into(),
+            }));
+        }
+    };
+    let Some(jwt) = bearer(request) else {
+        return Ok(refused(no_token()));
+    };
+    let now = unix_now();
+    let claims = match verifier.verify(jwt, now).await {
+        Ok(claims) => claims,
+        Err(r) => return Ok(refused(r)),
+    };
+    let grant = match oidc::decide_read(&claims, policy) {
+        Ok(grant) => grant,
+        Err(r) => return Ok(refused(r)),
+    };
+    let (secret, hash) = tokens::generate().map_err(ApiError::internal)?;
+    let record = TokenRecord {
+        key: tokens::new_key().map_err(ApiError::internal)?,
+        kind: TokenKind::OidcRead,
+        owner: "GitHub Actions".into(),
+        packages: Vec::new(),
+        scopes: grant.scopes,
+        repository: grant.repository,
+        repository_id: grant.repository_id,
+        publisher: None,
+        created: now,
+        expires: now + verifier.token_ttl,
+        last_used: None,
+        revoked: false,
+    };
+    store_token(registry, hash, record.clone()).await?;
+    log::info!(
+        "exchanged an ID token of {} for a read token (key {})",
+        claims.repository,
+        record.key
+    );
+    Ok(token_response(&secret, "oidc-read", &record))
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|jwt| !jwt.is_empty() && jwt.len() <= 16 * 1024)
+}
+
+fn no_token() -> Refused {
+    Refused {
+        status: StatusCode::UNAUTHORIZED,
+        message: "the exchange needs the workflow's ID token as Authorization: Bearer (permissions: id-token: write)".into(),
+    }
+}
+
+async fn store_token(
+    registry: &Registry,
+    hash: crate::auth::TokenHash,
+    record: TokenRecord,
+) -> Result<(), ApiError> {
+    let store = registry.store.clone();
+    tokio::task::spawn_blocking(move || store.put_token(&hash, &record))
+        .await
+        .map_err(|e| ApiError::internal(format!("storing the token did not finish: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn token_response(secret: &str, kind: &str, record: &TokenRecord) -> Response {
+    json(
         StatusCode::CREATED,
         json!({
             "token": secret,
-            "token_type": "oidc",
+            "token_type": kind,
             "created": iso(record.created),
             "expires": iso(record.expires),
         })
         .to_string(),
-    ))
+    )
 }
 
 /// `GET /-/package/{name}/visibility` → `{"public": false}` for whoever may
