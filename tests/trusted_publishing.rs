@@ -622,7 +622,7 @@ fn the_exchange_answers_at_the_host_root_and_under_the_prefix() {
     let (jwks, _stop) = issuer();
     let port = common::free_port();
     let public = format!("http://127.0.0.1:{port}/npm/");
-    let server = trusted_server(
+    let _server = trusted_server(
         &gh,
         &jwks,
         &[
