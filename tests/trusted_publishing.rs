@@ -84,11 +84,14 @@ fn trusted_server(gh: &common::github::FakeGithub, jwks: &str, extra: &[(&str, &
 }
 
 fn exchange(server: &Server, package: &str, jwt: &str) -> common::Reply {
-    let url = server.http().url(&format!(
-        "-/npm/v1/oidc/token/exchange/package/{}",
-        escape(package)
-    ));
-    let response = ureq::post(&url)
+    let path = format!("-/npm/v1/oidc/token/exchange/package/{}", escape(package));
+    post_bearer(server, &path, jwt)
+}
+
+/// `POST path` with no body and `Authorization: Bearer jwt`, as npm sends
+/// the exchange.
+fn post_bearer(server: &Server, path: &str, jwt: &str) -> common::Reply {
+    let response = ureq::post(&server.http().url(path))
         .header("authorization", &format!("Bearer {jwt}"))
         .config()
         .http_status_as_error(false)
@@ -504,22 +507,7 @@ fn npm_trust_narrows_publishing_to_one_workflow() {
 }
 
 fn exchange_read(server: &Server, jwt: &str) -> common::Reply {
-    let url = server.http().url("-/nmr/v1/oidc/token/exchange/read");
-    let response = ureq::post(&url)
-        .header("authorization", &format!("Bearer {jwt}"))
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .send_empty()
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().read_to_vec().unwrap();
-    common::Reply {
-        status,
-        headers,
-        body,
-    }
+    post_bearer(server, "-/nmr/v1/oidc/token/exchange/read", jwt)
 }
 
 #[test]

@@ -47,21 +47,8 @@ pub async fn exchange(
             message: "trusted publishing is off on this registry (auth.github.oidc.enabled)".into(),
         }));
     };
-    let jwt = request
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|jwt| !jwt.is_empty() && jwt.len() <= 16 * 1024);
-    let Some(jwt) = jwt else {
-        return Ok(refused(Refused {
-            status: StatusCode::UNAUTHORIZED,
-            message: "the exchange needs the workflow's ID token as Authorization: Bearer (permissions: id-token: write)".into(),
-        }));
+    let Some(jwt) = bearer(request) else {
+        return Ok(refused(no_token()));
     };
     let now = unix_now();
     let claims = match verifier.verify(jwt, now).await {
