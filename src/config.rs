@@ -445,6 +445,12 @@ mod tests {
         assert!(c.server.trusted_proxies.is_empty());
         assert_eq!(c.auth.github.cache_size, 100_000);
         assert_eq!(c.auth.github.max_lookups_per_minute, 120);
+        let oidc = &c.auth.github.oidc;
+        assert!(oidc.enabled && !oidc.allow_pull_requests);
+        assert_eq!(oidc.issuer, "https://token.actions.githubusercontent.com");
+        assert_eq!((oidc.jwks_url.as_str(), oidc.audience.as_str()), ("", ""));
+        assert_eq!(oidc.token_ttl, 900);
+        assert_eq!(oidc.read, ReadPolicy::Repo);
     }
 
     #[test]
