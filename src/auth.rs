@@ -412,18 +412,17 @@ pub fn decide_token(
         return Err(hidden(package));
     }
     if let (Some(bound), Some(repository)) = (bound, &record.repository) {
-        let same_name = format!("{}/{}", bound.owner, bound.name).eq_ignore_ascii_case(repository);
         let same_id = match (bound.id, record.repository_id) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };
-        if (!same_name || !same_id) && action == Action::Read {
-            return Err(hidden(package));
-        }
-        if !same_name || !same_id {
-            return Err(ApiError::forbidden(format!(
-                "{package} is bound to the GitHub repository {bound}, not {repository} the token was issued for"
-            )));
+        if !bound.has_name(repository) || !same_id {
+            return Err(match action {
+                Action::Read => hidden(package),
+                _ => ApiError::forbidden(format!(
+                    "{package} is bound to the GitHub repository {bound}, not {repository} the token was issued for"
+                )),
+            });
         }
     }
     Ok(record)
@@ -443,7 +442,7 @@ pub fn decide_token_publish(
             "the registry token cannot publish {package}"
         )));
     };
-    if !named.to_string().eq_ignore_ascii_case(repository) {
+    if !named.has_name(repository) {
         return Err(ApiError::forbidden(format!(
             "package.json names {named}, but this token was issued to a workflow of {repository}: set \"repository\" to {repository}"
         )));

@@ -113,6 +113,14 @@ impl Repo {
         })
     }
 
+    /// Whether this repository is called `full` (`owner/repo`), compared
+    /// case-insensitively as GitHub compares names.
+    pub fn has_name(&self, full: &str) -> bool {
+        full.split_once('/').is_some_and(|(owner, name)| {
+            self.owner.eq_ignore_ascii_case(owner) && self.name.eq_ignore_ascii_case(name)
+        })
+    }
+
     /// Whether `other` is this repository: the same id when both have one,
     /// else the same name.
     pub fn is(&self, other: &Repo) -> bool {
@@ -527,11 +535,6 @@ impl GitHub {
     /// The web host `repository` URLs must name.
     pub fn host(&self) -> &str {
         &self.host
-    }
-
-    /// How many answers the caches hold (who tokens are, permissions).
-    pub fn cached_answers(&self) -> (usize, usize) {
-        (self.logins.len(), self.permissions.len())
     }
 
     /// The login the token of `credentials` belongs to (`GET /user`);

@@ -408,9 +408,7 @@ pub fn decide(
         )));
     }
     if let Some(bound) = binding {
-        let same_name =
-            format!("{}/{}", bound.owner, bound.name).eq_ignore_ascii_case(&claims.repository);
-        if !same_name {
+        if !bound.has_name(&claims.repository) {
             return Err(forbidden(format!(
                 "{package} is bound to the GitHub repository {bound}, but the workflow runs in {}: publish it from a workflow of {bound}",
                 claims.repository

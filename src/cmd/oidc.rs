@@ -18,7 +18,7 @@ use warp::reply::Response;
 use crate::error::ApiError;
 use crate::github::unix_now;
 use crate::name::PackageName;
-use crate::oidc::{self, Refused};
+use crate::oidc::{self, Claims, Oidc, Refused};
 use crate::registry::Registry;
 use crate::request::{Request, json};
 use crate::tokens::{self, TokenKind, TokenRecord};
@@ -47,13 +47,9 @@ pub async fn exchange(
             message: "trusted publishing is off on this registry (auth.github.oidc.enabled)".into(),
         }));
     };
-    let Some(jwt) = bearer(request) else {
-        return Ok(refused(no_token()));
-    };
-    let now = unix_now();
-    let claims = match verifier.verify(jwt, now).await {
-        Ok(claims) => claims,
-        Err(r) => return Ok(refused(r)),
+    let (claims, now) = match verified_claims(verifier, request).await {
+        Ok(verified) => verified,
+        Err(refusal) => return Ok(refusal),
     };
     let binding = crate::cmd::binding(registry, name)?;
     if binding.is_none()
@@ -84,29 +80,21 @@ pub async fn exchange(
         Ok(grant) => grant,
         Err(r) => return Ok(refused(r)),
     };
-    let (secret, hash) = tokens::generate().map_err(ApiError::internal)?;
     let record = TokenRecord {
-        key: tokens::new_key().map_err(ApiError::internal)?,
-        kind: TokenKind::Oidc,
-        owner: "GitHub Actions".into(),
         packages: vec![name.to_string()],
-        scopes: Vec::new(),
         repository: Some(grant.repository),
         repository_id: grant.repository_id,
         publisher: Some(grant.publisher),
-        created: now,
-        expires: now + verifier.token_ttl,
-        last_used: None,
-        revoked: false,
+        ..new_record(TokenKind::Oidc, now, verifier.token_ttl)?
     };
-    store_token(registry, hash, record.clone()).await?;
+    let response = issue(registry, &record, "oidc").await?;
     log::info!(
         "exchanged an ID token of {} ({}) for a token for {name} (key {})",
         claims.repository,
         claims.workflow_ref,
         record.key
     );
-    Ok(token_response(&secret, "oidc", &record))
+    Ok(response)
 }
 
 /// `POST /-/nmr/v1/oidc/token/exchange/read` with the workflow's ID token:
@@ -125,76 +113,88 @@ pub async fn exchange_read(registry: &Registry, request: &Request) -> Result<Res
             }));
         }
     };
-    let Some(jwt) = bearer(request) else {
-        return Ok(refused(no_token()));
-    };
-    let now = unix_now();
-    let claims = match verifier.verify(jwt, now).await {
-        Ok(claims) => claims,
-        Err(r) => return Ok(refused(r)),
+    let (claims, now) = match verified_claims(verifier, request).await {
+        Ok(verified) => verified,
+        Err(refusal) => return Ok(refusal),
     };
     let grant = match oidc::decide_read(&claims, policy) {
         Ok(grant) => grant,
         Err(r) => return Ok(refused(r)),
     };
-    let (secret, hash) = tokens::generate().map_err(ApiError::internal)?;
     let record = TokenRecord {
-        key: tokens::new_key().map_err(ApiError::internal)?,
-        kind: TokenKind::OidcRead,
-        owner: "GitHub Actions".into(),
-        packages: Vec::new(),
         scopes: grant.scopes,
         repository: grant.repository,
         repository_id: grant.repository_id,
-        publisher: None,
-        created: now,
-        expires: now + verifier.token_ttl,
-        last_used: None,
-        revoked: false,
+        ..new_record(TokenKind::OidcRead, now, verifier.token_ttl)?
     };
-    store_token(registry, hash, record.clone()).await?;
+    let response = issue(registry, &record, "oidc-read").await?;
     log::info!(
         "exchanged an ID token of {} for a read token (key {})",
         claims.repository,
         record.key
     );
-    Ok(token_response(&secret, "oidc-read", &record))
+    Ok(response)
 }
 
-fn bearer(request: &Request) -> Option<&str> {
-    request
+/// The verified claims of the request's ID token (`Authorization: Bearer`)
+/// and the time they were checked at, or the refusal to answer.
+async fn verified_claims(verifier: &Oidc, request: &Request) -> Result<(Claims, u64), Response> {
+    let jwt = request
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|jwt| !jwt.is_empty() && jwt.len() <= 16 * 1024)
+        .ok_or_else(|| {
+            refused(Refused {
+                status: StatusCode::UNAUTHORIZED,
+                message: "the exchange needs the workflow's ID token as Authorization: Bearer (permissions: id-token: write)".into(),
+            })
+        })?;
+    let now = unix_now();
+    verifier
+        .verify(jwt, now)
+        .await
+        .map(|claims| (claims, now))
+        .map_err(refused)
 }
 
-fn no_token() -> Refused {
-    Refused {
-        status: StatusCode::UNAUTHORIZED,
-        message: "the exchange needs the workflow's ID token as Authorization: Bearer (permissions: id-token: write)".into(),
-    }
+/// A token record of `kind` for GitHub Actions, issued at `now` for `ttl`
+/// seconds, with a fresh key and no limits yet (the caller adds them).
+fn new_record(kind: TokenKind, now: u64, ttl: u64) -> Result<TokenRecord, ApiError> {
+    Ok(TokenRecord {
+        key: tokens::new_key().map_err(ApiError::internal)?,
+        kind,
+        owner: "GitHub Actions".into(),
+        packages: Vec::new(),
+        scopes: Vec::new(),
+        repository: None,
+        repository_id: None,
+        publisher: None,
+        created: now,
+        expires: now + ttl,
+        last_used: None,
+        revoked: false,
+    })
 }
 
-async fn store_token(
+/// Issues a token for `record`: a fresh secret, the record stored under its
+/// hash (on the blocking pool, synced), and the `201 {"token", "token_type":
+/// kind, "created", "expires"}` that hands the secret out once.
+async fn issue(
     registry: &Registry,
-    hash: crate::auth::TokenHash,
-    record: TokenRecord,
-) -> Result<(), ApiError> {
+    record: &TokenRecord,
+    kind: &str,
+) -> Result<Response, ApiError> {
+    let (secret, hash) = tokens::generate().map_err(ApiError::internal)?;
     let store = registry.store.clone();
-    tokio::task::spawn_blocking(move || store.put_token(&hash, &record))
+    let stored = record.clone();
+    tokio::task::spawn_blocking(move || store.put_token(&hash, &stored))
         .await
         .map_err(|e| ApiError::internal(format!("storing the token did not finish: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-fn token_response(secret: &str, kind: &str, record: &TokenRecord) -> Response {
-    json(
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(json(
         StatusCode::CREATED,
         json!({
             "token": secret,
@@ -203,7 +203,7 @@ fn token_response(secret: &str, kind: &str, record: &TokenRecord) -> Response {
             "expires": iso(record.expires),
         })
         .to_string(),
-    )
+    ))
 }
 
 /// `GET /-/package/{name}/visibility` → `{"public": false}` for whoever may

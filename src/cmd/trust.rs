@@ -92,7 +92,7 @@ pub async fn create(
         .binding
         .as_ref()
         .ok_or_else(|| crate::auth::hidden(name))?;
-    if !bound.to_string().eq_ignore_ascii_case(repository) {
+    if !bound.has_name(repository) {
         return Err(bad(format!(
             "{name} is bound to the GitHub repository {bound}: a trusted publisher must be a workflow of {bound}, not of {repository:?}"
         )));
