@@ -86,7 +86,7 @@ impl Action {
     }
 
     /// A verb for error messages: "publishing", "unpublishing", ...
-    fn verb(self) -> &'static str {
+    pub fn verb(self) -> &'static str {
         match self {
             Action::Read => "reading",
             Action::Publish => "publishing",
@@ -177,8 +177,38 @@ impl Credentials {
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// The user's login; `anonymous` under `auth.type = "none"`.
+    /// The user's login; `anonymous` under `auth.type = "none"`; `GitHub
+    /// Actions` for a workflow's token.
     pub username: String,
+    /// The GitHub user's immutable id (`GET /user`'s `id`); `None` for a
+    /// workflow's token and under `auth.type = "none"`.
+    pub github_id: Option<u64>,
+}
+
+impl Identity {
+    /// The GitHub user this identity is, when it is one.
+    pub fn github_user(&self) -> Option<github::GithubUser> {
+        self.github_id.map(|id| github::GithubUser {
+            login: self.username.clone(),
+            id,
+        })
+    }
+}
+
+/// The identity a GitHub user's answer gives.
+fn identity_of(user: github::GithubUser) -> Identity {
+    Identity {
+        username: user.login,
+        github_id: Some(user.id),
+    }
+}
+
+/// The identity a registry token's record stands for.
+fn identity_of_token(record: &TokenRecord) -> Identity {
+    Identity {
+        username: record.owner.clone(),
+        github_id: record.github_id.filter(|_| record.is_user()),
+    }
 }
 
 /// What [`Auth::authorize`] found: who is asking, and (under GitHub
@@ -387,27 +417,46 @@ pub fn decide_publish(
     }
 }
 
+/// A registry token's record, or the 401 of an unknown (or revoked) one.
+pub fn known_token(record: Option<TokenRecord>) -> Result<TokenRecord, ApiError> {
+    record.ok_or_else(|| {
+        ApiError::unauthorized(
+            "the registry token is unknown or was revoked: run npm login (or exchange a new one in GitHub Actions)",
+        )
+    })
+}
+
+/// Whether `record` may be used at `now` from `client` at all
+/// ([`TokenRecord::usable`]): 401 when revoked or expired, 403 from an
+/// address outside its CIDR allow-list.
+pub fn usable_token(record: &TokenRecord, now: u64, client: IpAddr) -> Result<(), ApiError> {
+    record.usable(now, client).map_err(|why| {
+        if record.revoked || now >= record.expires {
+            ApiError::unauthorized(why)
+        } else {
+            ApiError::forbidden(why)
+        }
+    })
+}
+
 /// The decision for a request made with a registry token: `record` is the
-/// stored record (`None`: no such token), checked at `now` by
+/// stored record (`None`: no such token), checked at `now` from `client` by
 /// [`TokenRecord::allows`]; a package bound elsewhere than the repository
-/// the token was issued for is refused too. Returns the record.
+/// the token was issued for is refused too. Returns the record. A user's
+/// token is then decided by GitHub like any user ([`decide`]).
 pub fn decide_token(
     package: &PackageName,
     action: Action,
     bound: Option<&Repo>,
     record: Option<TokenRecord>,
     now: u64,
+    client: IpAddr,
 ) -> Result<TokenRecord, ApiError> {
-    let record = record.ok_or_else(|| {
-        ApiError::unauthorized("the registry token is unknown: exchange a new one or log in")
-    })?;
-    record.allows(package, action, now).map_err(|why| {
-        if record.revoked || now >= record.expires {
-            ApiError::unauthorized(why)
-        } else {
-            ApiError::forbidden(why)
-        }
-    })?;
+    let record = known_token(record)?;
+    usable_token(&record, now, client)?;
+    record
+        .allows(package, action, now, client)
+        .map_err(ApiError::forbidden)?;
     if bound.is_none() && action != Action::Publish {
         return Err(hidden(package));
     }
@@ -460,6 +509,9 @@ impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> ApiError {
         let status = match refusal {
             Refusal::Throttled { .. } => http::StatusCode::TOO_MANY_REQUESTS,
+            Refusal::NotInstalled { .. } => {
+                return ApiError::forbidden(refusal.to_string());
+            }
             _ => http::StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, refusal.to_string()).retry_after(refusal.retry_after())
@@ -469,10 +521,29 @@ impl From<Refusal> for ApiError {
 impl Auth {
     /// Builds the model `auth.type` names; `known` are the tokens GitHub
     /// accepted before (see [`KnownTokens`]).
-    pub fn from_config(config: &AuthConfig, known: KnownTokens) -> Result<Auth, String> {
+    ///
+    /// `on_gone` is called with the id of a GitHub user whose account no
+    /// longer exists (see [`GitHub::new`]).
+    pub fn from_config(
+        config: &AuthConfig,
+        known: KnownTokens,
+        on_gone: Box<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<Auth, String> {
         match config.kind {
             AuthType::None => Ok(Auth::None),
-            AuthType::Github => Ok(Auth::Github(Box::new(GitHub::new(&config.github, known)?))),
+            AuthType::Github => Ok(Auth::Github(Box::new(GitHub::new(
+                &config.github,
+                known,
+                on_gone,
+            )?))),
+        }
+    }
+
+    /// The GitHub client, under `auth.type = "github"`.
+    pub fn github(&self) -> Option<&GitHub> {
+        match self {
+            Auth::Github(github) => Some(github),
+            Auth::None => None,
         }
     }
 
@@ -480,28 +551,41 @@ impl Auth {
     /// every authorization): 401 without a usable token or when GitHub
     /// rejects it, 503 when GitHub cannot be asked, 429 when `client` spent
     /// its budget of unknown tokens.
+    ///
+    /// `registry_token` is `Some` when the credentials are a registry token,
+    /// with its stored record if there is one: the record says who it is
+    /// ([`usable_token`] first), with no GitHub call. In App mode with
+    /// `auth.github.app.accept_github_tokens = false` a GitHub token is 401.
     pub async fn identify(
         &self,
         credentials: &Result<Option<Credentials>, &'static str>,
         client: IpAddr,
-    ) -> Result<Identity, ApiError> {
+        registry_token: Option<Option<TokenRecord>>,
+    ) -> Result<(Identity, Option<TokenRecord>), ApiError> {
         let Auth::Github(github) = self else {
-            return Ok(anonymous());
+            return Ok((anonymous(), None));
         };
+        if let Some(record) = registry_token {
+            let record = known_token(record)?;
+            usable_token(&record, github::unix_now(), client)?;
+            return Ok((identity_of_token(&record), Some(record)));
+        }
         let credentials = github_credentials(credentials)?;
         if tokens::is_registry_token(credentials.token()) {
-            // nmr's own tokens are never sent to GitHub.
+            return Err(known_token(None).unwrap_err());
+        }
+        if !github.accepts_github_tokens() {
             return Err(ApiError::unauthorized(
-                "a registry token issued to a GitHub Actions workflow works only for its package's reads and publishes",
+                "this registry does not accept GitHub tokens: run npm login --registry=<this registry> to sign in with GitHub, and remove the GitHub token from .npmrc",
             ));
         }
         match github.login(credentials, client).await? {
-            Some(username) => Ok(Identity { username }),
+            Some(user) => Ok((identity_of(user), None)),
             None if credentials.token().starts_with("ghs_") => Err(ApiError::unauthorized(
                 "GitHub does not tell who an installation token (ghs_..., such as GitHub Actions' GITHUB_TOKEN) belongs to: use a personal access token of a user",
             )),
             None => Err(ApiError::unauthorized(
-                "GitHub rejected the token: use a valid GitHub token (classic or fine-grained PAT, or OAuth token) as _authToken",
+                "GitHub rejected the token: run npm login, or use a valid GitHub token (classic or fine-grained PAT, or OAuth token) as _authToken",
             )),
         }
     }
@@ -512,7 +596,8 @@ impl Auth {
     ///
     /// `registry_token` is `Some` when the credentials are a registry token
     /// (`nmr_...`), with its stored record if there is one: such a request is
-    /// decided by the record ([`decide_token`]), with no GitHub call.
+    /// decided by the record ([`decide_token`]): a workflow's token with no
+    /// GitHub call, a user's token then by GitHub as that user.
     pub async fn authorize(
         &self,
         credentials: &Result<Option<Credentials>, &'static str>,
@@ -531,28 +616,36 @@ impl Auth {
                 token: None,
             });
         };
-        if let Some(record) = registry_token {
-            let record = decide_token(
-                package,
-                action,
-                binding.as_ref(),
-                record,
-                github::unix_now(),
-            )?;
-            return Ok(Access {
-                identity: Identity {
-                    username: record.owner.clone(),
-                },
-                binding,
-                found: None,
-                rebind: None,
-                token: Some(record),
-            });
-        }
-        let identity = self.identify(credentials, client).await?;
-        let found = match (&binding, credentials) {
-            (Some(repo), Ok(Some(credentials))) => github.repo_access(credentials, repo).await?,
+        let (identity, token) = match registry_token {
+            Some(record) => {
+                let record = decide_token(
+                    package,
+                    action,
+                    binding.as_ref(),
+                    record,
+                    github::unix_now(),
+                    client,
+                )?;
+                if !record.is_user() {
+                    return Ok(Access {
+                        identity: identity_of_token(&record),
+                        binding,
+                        found: None,
+                        rebind: None,
+                        token: Some(record),
+                    });
+                }
+                (identity_of_token(&record), Some(record))
+            }
+            None => self.identify(credentials, client, None).await?,
+        };
+        let bearer = match (&token, credentials) {
+            (None, Ok(Some(credentials))) => Some(credentials),
             _ => None,
+        };
+        let found = match &binding {
+            Some(repo) => repo_access(github, &identity, bearer, repo).await?,
+            None => None,
         };
         decide(
             package,
@@ -576,7 +669,7 @@ impl Auth {
             binding,
             found,
             rebind,
-            token: None,
+            token,
         })
     }
 
@@ -628,18 +721,21 @@ impl Auth {
                 github::repository_hint(scope)
             )));
         }
-        if let Some(record) = &access.token {
+        if let Some(record) = access.token.as_ref().filter(|r| !r.is_user()) {
             let binding = decide_token_publish(package, access.binding.as_ref(), record, &named)?;
             return Ok(PublishGrant {
                 identity: access.identity,
                 binding: Some(binding),
             });
         }
-        let credentials = github_credentials(credentials)?;
+        let bearer = match access.token {
+            Some(_) => None,
+            None => Some(github_credentials(credentials)?),
+        };
         let on_named = if access.binding.as_ref() == Some(&named) {
             access.found.clone()
         } else {
-            github.repo_access(credentials, &named).await?
+            repo_access(github, &access.identity, bearer, &named).await?
         };
         let adopting = stored_repository
             .map(|value| value.and_then(|v| github::parse_repository(v, github.host()).ok()));
@@ -703,6 +799,7 @@ pub async fn check_login(
     let Auth::Github(github) = auth else {
         return Ok(Identity {
             username: username.to_string(),
+            github_id: None,
         });
     };
     let wrong = || {
@@ -721,7 +818,7 @@ pub async fn check_login(
         .flatten()
         .ok_or_else(wrong)?;
     match github.login(&credentials, client).await? {
-        Some(login) if login.eq_ignore_ascii_case(username) => Ok(Identity { username: login }),
+        Some(user) if user.login.eq_ignore_ascii_case(username) => Ok(identity_of(user)),
         _ => Err(wrong()),
     }
 }
@@ -729,7 +826,29 @@ pub async fn check_login(
 fn anonymous() -> Identity {
     Identity {
         username: "anonymous".into(),
+        github_id: None,
     }
+}
+
+/// What GitHub says of `repo` to `identity`: [`GitHub::access`], through
+/// the App or with `bearer` (the user's GitHub token, outside App mode).
+/// A user's registry token outside App mode has no source of permissions:
+/// 401.
+async fn repo_access(
+    github: &GitHub,
+    identity: &Identity,
+    bearer: Option<&Credentials>,
+    repo: &Repo,
+) -> Result<Option<RepoAccess>, ApiError> {
+    let user = identity
+        .github_user()
+        .ok_or_else(|| ApiError::unauthorized("the token names no GitHub user: run npm login"))?;
+    if bearer.is_none() && !github.app_mode() {
+        return Err(ApiError::unauthorized(
+            "registry tokens of users work only while nmr runs as a GitHub App (auth.github.app.id): put a GitHub token in .npmrc",
+        ));
+    }
+    Ok(github.access(&user, bearer, repo).await?)
 }
 
 #[cfg(test)]
@@ -1021,5 +1140,57 @@ mod tests {
         let e = adopt(&widget, Some(&seen(&widget, "admin")), None).unwrap_err();
         assert!(e.message.contains("names no GitHub repository"), "{e}");
         assert_eq!(adopt(&widget, None, Some(&widget)).unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn a_users_token_is_checked_before_github_is_asked() {
+        let client: IpAddr = "127.0.0.1".parse().unwrap();
+        let bound = repo("acme/widget", 7);
+        let login = TokenRecord {
+            github_id: Some(1000),
+            ..TokenRecord::new(tokens::TokenKind::Login, "alice", 100, 100).unwrap()
+        };
+        let decide = |record: &TokenRecord, action, now| {
+            decide_token(
+                &name(),
+                action,
+                Some(&bound),
+                Some(record.clone()),
+                now,
+                client,
+            )
+        };
+        assert!(
+            decide(&login, Action::Unpublish, 150).is_ok(),
+            "GitHub decides next"
+        );
+        assert_eq!(decide(&login, Action::Read, 200).unwrap_err().status, 401);
+        let read_only = TokenRecord {
+            readonly: true,
+            ..login.clone()
+        };
+        assert_eq!(
+            decide(&read_only, Action::Publish, 150).unwrap_err().status,
+            403
+        );
+        let office = TokenRecord {
+            cidr_whitelist: vec!["10.0.0.0/8".into()],
+            ..login.clone()
+        };
+        let e = decide(&office, Action::Read, 150).unwrap_err();
+        assert_eq!(e.status, 403);
+        assert!(e.message.contains("only from 10.0.0.0/8"), "{e}");
+        assert_eq!(
+            decide_token(&name(), Action::Read, Some(&bound), None, 150, client)
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(identity_of_token(&login).github_id, Some(1000));
+        let workflow = TokenRecord {
+            github_id: Some(1000),
+            ..TokenRecord::new(tokens::TokenKind::Oidc, "GitHub Actions", 100, 100).unwrap()
+        };
+        assert_eq!(identity_of_token(&workflow).github_id, None, "never a user");
     }
 }

@@ -72,6 +72,41 @@ pub struct AuthConfig {
     #[serde(rename = "type")]
     pub kind: AuthType,
     pub github: GithubConfig,
+    pub tokens: TokensConfig,
+}
+
+/// `[auth.tokens]`: registry tokens issued to users (`npm login`, `npm
+/// token create`; see `src/tokens.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Seconds a login token is valid (and a created one without
+    /// `--expires`).
+    pub ttl: u64,
+}
+
+/// `[auth.github.app]`: the GitHub App nmr asks permissions through, and
+/// whose OAuth client signs users in (`npm login`; see `src/github/app.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The App's numeric id; empty: App mode is off.
+    pub id: String,
+    /// Path to the App's PEM private key.
+    pub private_key: PathBuf,
+    /// The App's OAuth client id (`Iv1.…` or `Iv23…`).
+    pub client_id: String,
+    /// The App's OAuth client secret.
+    pub client_secret: String,
+    /// Whether a GitHub token (a PAT) sent as the bearer is still accepted.
+    pub accept_github_tokens: bool,
+}
+
+impl AppConfig {
+    /// Whether App mode is on (`auth.github.app.id` is set).
+    pub fn enabled(&self) -> bool {
+        !self.id.is_empty()
+    }
 }
 
 /// `[auth.github]`: how nmr reaches GitHub (see `config/nmr.toml`).
@@ -95,6 +130,10 @@ pub struct GithubConfig {
     /// GitHub lookups of tokens GitHub has not accepted before that one
     /// client address may cause per minute (then 429).
     pub max_lookups_per_minute: u32,
+    /// GitHub's web address (OAuth pages), e.g. `https://github.com` or
+    /// `https://ghe.example`.
+    pub web_url: String,
+    pub app: AppConfig,
     pub oidc: OidcConfig,
 }
 
@@ -328,6 +367,27 @@ impl Config {
                 "auth.github.oidc.token_ttl: must be 1 to 86400 seconds".into(),
             ));
         }
+        parse_base_url(&self.auth.github.web_url)
+            .map_err(|e| ConfigError(format!("auth.github.web_url: {e}")))?;
+        let app = &self.auth.github.app;
+        if app.enabled() {
+            if !app.id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError(format!(
+                    "auth.github.app.id: {:?} must be the App's numeric id (its settings page shows it as \"App ID\")",
+                    app.id
+                )));
+            }
+            if app.private_key.as_os_str().is_empty() {
+                return Err(ConfigError(
+                    "auth.github.app.private_key: App mode (auth.github.app.id) needs the path to the App's PEM private key".into(),
+                ));
+            }
+        }
+        if self.auth.tokens.ttl == 0 || self.auth.tokens.ttl > 365 * 24 * 3600 {
+            return Err(ConfigError(
+                "auth.tokens.ttl: must be 1 to 31536000 seconds (a year)".into(),
+            ));
+        }
         if self.server.max_connections == 0 || self.auth.github.cache_size == 0 {
             return Err(ConfigError(
                 "server.max_connections and auth.github.cache_size: must be above 0".into(),
@@ -451,6 +511,29 @@ mod tests {
         assert_eq!((oidc.jwks_url.as_str(), oidc.audience.as_str()), ("", ""));
         assert_eq!(oidc.token_ttl, 900);
         assert_eq!(oidc.read, ReadPolicy::Repo);
+        assert_eq!(c.auth.github.web_url, "https://github.com");
+        let app = &c.auth.github.app;
+        assert!(!app.enabled() && app.accept_github_tokens);
+        assert_eq!(c.auth.tokens.ttl, 30 * 24 * 3600);
+    }
+
+    #[test]
+    fn app_mode_needs_a_numeric_id_and_a_key() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("NMR_AUTH__GITHUB__APP__ID", "123456"),
+                ("NMR_AUTH__GITHUB__APP__PRIVATE_KEY", "/k.pem"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.auth.github.app.id, "123456");
+        assert!(c.auth.github.app.enabled());
+        let e = Config::load_with_env(None, env(&[("NMR_AUTH__GITHUB__APP__ID", "123456")]))
+            .unwrap_err();
+        assert!(e.0.contains("auth.github.app.private_key"), "{e}");
+        let e = Config::load_with_env(None, env(&[("NMR_AUTH__TOKENS__TTL", "0")])).unwrap_err();
+        assert!(e.0.contains("auth.tokens.ttl"), "{e}");
     }
 
     #[test]

@@ -43,7 +43,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use octocrab::Octocrab;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -52,6 +52,8 @@ use tokio::sync::Semaphore;
 use crate::auth::{Credentials, TokenHash};
 use crate::config::GithubConfig;
 use crate::limits::{Breaker, Bucket, log_limited};
+
+mod app;
 
 /// A GitHub repository, `owner/repo`, with GitHub's immutable numeric ids
 /// of the repo and its owner once known (`GET /repos/{owner}/{repo}`'s `id`
@@ -242,6 +244,10 @@ pub enum Refusal {
     RateLimited { retry_after: u64 },
     /// The client address spent its budget of lookups of unknown tokens.
     Throttled { retry_after: u64 },
+    /// In App mode: the App is not installed on `owner` (or not given
+    /// access to the repository); `install_url` is where an admin of the
+    /// owner installs it.
+    NotInstalled { owner: String, install_url: String },
 }
 
 impl Refusal {
@@ -251,6 +257,7 @@ impl Refusal {
             Refusal::Unavailable { retry_after, .. }
             | Refusal::RateLimited { retry_after }
             | Refusal::Throttled { retry_after } => *retry_after,
+            Refusal::NotInstalled { .. } => 0,
         }
     }
 }
@@ -272,6 +279,10 @@ impl fmt::Display for Refusal {
             Refusal::Throttled { retry_after } => write!(
                 f,
                 "too many unknown tokens from your address: try again in {retry_after} s with a valid GitHub token"
+            ),
+            Refusal::NotInstalled { owner, install_url } => write!(
+                f,
+                "nmr's GitHub App is not installed on {owner} (or not given access to this repository), so nmr cannot check permissions there: an admin of {owner} must install it at {install_url}"
             ),
         }
     }
@@ -416,8 +427,8 @@ pub struct GitHub {
     denied_ttl: Duration,
     timeout: Duration,
     per_minute: u32,
-    /// SHA-256(token) → login (`None`: token rejected).
-    logins: AnswerCache<TokenHash, Option<String>>,
+    /// SHA-256(token) → its user (`None`: token rejected).
+    logins: AnswerCache<TokenHash, Option<GithubUser>>,
     /// (SHA-256(token), lowercase owner/repo) → the repo and permissions
     /// (`None`: no access).
     permissions: AnswerCache<(TokenHash, String), Option<RepoAccess>>,
@@ -428,12 +439,20 @@ pub struct GitHub {
     known: KnownTokens,
     breaker: Mutex<Breaker>,
     in_flight: Semaphore,
+    /// The GitHub App permissions are asked through (`None`: each user's
+    /// own token is asked).
+    app: Option<app::App>,
+    /// Called with the id of a GitHub user whose account no longer exists
+    /// (their registry tokens are then revoked).
+    on_gone: Box<dyn Fn(u64) + Send + Sync>,
 }
 
-/// The part of `GET /user` nmr reads.
-#[derive(Deserialize)]
-struct User {
-    login: String,
+/// A GitHub user as `GET /user` (and `GET /user/{account_id}`) names
+/// them: the login, which may change, and the immutable numeric id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GithubUser {
+    pub login: String,
+    pub id: u64,
 }
 
 /// The part of `GET /repos/{owner}/{repo}` (and `GET /repositories/{id}`)
@@ -445,6 +464,20 @@ struct Repository {
     owner: Owner,
     #[serde(default)]
     permissions: Option<Permissions>,
+    #[serde(default)]
+    private: bool,
+}
+
+impl Repository {
+    /// The repository as GitHub names it now, with its ids.
+    fn repo(&self) -> Repo {
+        Repo {
+            owner: self.owner.login.clone(),
+            name: self.name.clone(),
+            id: Some(self.id),
+            owner_id: Some(self.owner.id),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -464,11 +497,42 @@ pub struct RepoAccess {
 /// One GitHub answer: its status, headers and body.
 type Response = (StatusCode, HeaderMap, String);
 
+/// The secret a GitHub call is made with (a user's token, the App's JWT or
+/// an installation token) and its SHA-256, which keys its rate-limit pause.
+#[derive(Clone, Copy)]
+struct Bearer<'a> {
+    token: &'a str,
+    hash: TokenHash,
+}
+
+impl<'a> Bearer<'a> {
+    fn of(credentials: &'a Credentials) -> Bearer<'a> {
+        Bearer {
+            token: credentials.token(),
+            hash: credentials.hash(),
+        }
+    }
+
+    fn new(token: &'a str) -> Bearer<'a> {
+        use sha2::Digest;
+        Bearer {
+            token,
+            hash: sha2::Sha256::digest(token.as_bytes()).into(),
+        }
+    }
+}
+
+/// A call's path as logged: a collaborator lookup names a user, which is
+/// not the log's business.
+fn loggable(path: &str) -> &str {
+    path.split("/collaborators/").next().unwrap_or(path)
+}
+
 /// What one lookup found.
 enum Lookup<T> {
     Found(T),
-    /// 401, 403 or 404: not for this token.
-    Denied,
+    /// 401, 403 or 404 (the status): not for this token.
+    Denied(StatusCode),
     /// Moved to the repository with this id.
     Moved(u64),
 }
@@ -499,7 +563,16 @@ fn seconds(wait: Duration) -> u64 {
 impl GitHub {
     /// Builds the client for `config` (no request is made); `known` holds
     /// the tokens GitHub accepted before.
-    pub fn new(config: &GithubConfig, known: KnownTokens) -> Result<GitHub, String> {
+    ///
+    /// With `auth.github.app.id` set, the App's private key is read and
+    /// parsed here: an unreadable or malformed key is an error naming
+    /// `auth.github.app.private_key`. `on_gone` is called with the id of a
+    /// user GitHub says no longer exists.
+    pub fn new(
+        config: &GithubConfig,
+        known: KnownTokens,
+        on_gone: Box<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<GitHub, String> {
         let timeout = Duration::from_secs(config.timeout);
         let client = Octocrab::builder()
             .base_uri(config.api_url.trim_end_matches('/'))
@@ -515,6 +588,11 @@ impl GitHub {
             .build()
             .map_err(|e| format!("auth.github: cannot build the GitHub client: {e}"))?;
         let size = config.cache_size;
+        let app = if config.app.enabled() {
+            Some(app::App::new(config)?)
+        } else {
+            None
+        };
         Ok(GitHub {
             client,
             host: config.host.clone(),
@@ -529,7 +607,20 @@ impl GitHub {
             known,
             breaker: Mutex::new(Breaker::default()),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            app,
+            on_gone,
         })
+    }
+
+    /// Whether permissions are asked through the GitHub App.
+    pub fn app_mode(&self) -> bool {
+        self.app.is_some()
+    }
+
+    /// Whether GitHub tokens are accepted as bearers (always, unless App
+    /// mode sets `auth.github.app.accept_github_tokens = false`).
+    pub fn accepts_github_tokens(&self) -> bool {
+        self.app.as_ref().is_none_or(|app| app.accept_github_tokens)
     }
 
     /// The web host `repository` URLs must name.
@@ -537,19 +628,22 @@ impl GitHub {
         &self.host
     }
 
-    /// The login the token of `credentials` belongs to (`GET /user`);
+    /// The user the token of `credentials` belongs to (`GET /user`);
     /// `Ok(None)` when GitHub rejects the token. `client` is charged for the
     /// lookup when GitHub has not accepted this token before.
     pub async fn login(
         &self,
         credentials: &Credentials,
         client: IpAddr,
-    ) -> Result<Option<String>, Refusal> {
+    ) -> Result<Option<GithubUser>, Refusal> {
         let hash = credentials.hash();
         let login = cached(&self.logins, hash, || async {
             let charge = (!self.known.contains(&hash)).then_some(client);
-            match self.call::<User>(credentials, "/user", charge).await? {
-                Lookup::Found(user) => Ok((Some(user.login), self.ttl)),
+            match self
+                .call::<GithubUser>(Bearer::of(credentials), Method::GET, "/user", charge)
+                .await?
+            {
+                Lookup::Found(user) => Ok((Some(user), self.ttl)),
                 _ => Ok((None, self.denied_ttl)),
             }
         })
@@ -577,26 +671,12 @@ impl GitHub {
             &self.permissions,
             (credentials.hash(), repo.cache_key()),
             || async {
-                let found = match self.call::<Repository>(credentials, &path, None).await? {
-                    Lookup::Found(r) => Some(r),
-                    Lookup::Denied => None,
-                    Lookup::Moved(id) => {
-                        let by_id = format!("/repositories/{id}");
-                        match self.call::<Repository>(credentials, &by_id, None).await? {
-                            Lookup::Found(r) => Some(r),
-                            _ => None,
-                        }
-                    }
-                };
-                let found = found
+                let found = self
+                    .repository(Bearer::of(credentials), &path)
+                    .await?
                     .map(|r| RepoAccess {
-                        repo: Repo {
-                            owner: r.owner.login,
-                            name: r.name,
-                            id: Some(r.id),
-                            owner_id: Some(r.owner.id),
-                        },
                         permissions: r.permissions.unwrap_or_default(),
+                        repo: r.repo(),
                     })
                     .filter(|a| a.permissions.pull);
                 let ttl = if found.is_some() {
@@ -608,6 +688,51 @@ impl GitHub {
             },
         )
         .await
+    }
+
+    /// `GET path` (a `/repos/{owner}/{repo}` path) with `bearer`, following
+    /// GitHub's redirect of a moved repository to `GET /repositories/{id}`
+    /// once; `None` when the bearer cannot see it.
+    async fn repository(
+        &self,
+        bearer: Bearer<'_>,
+        path: &str,
+    ) -> Result<Option<Repository>, Refusal> {
+        Ok(
+            match self
+                .call::<Repository>(bearer, Method::GET, path, None)
+                .await?
+            {
+                Lookup::Found(r) => Some(r),
+                Lookup::Denied(_) => None,
+                Lookup::Moved(id) => {
+                    let by_id = format!("/repositories/{id}");
+                    match self
+                        .call::<Repository>(bearer, Method::GET, &by_id, None)
+                        .await?
+                    {
+                        Lookup::Found(r) => Some(r),
+                        _ => None,
+                    }
+                }
+            },
+        )
+    }
+
+    /// What `user` may do on `repo`: through the GitHub App in App mode
+    /// (`credentials` unused), else with the user's own token
+    /// ([`GitHub::repo_access`]). `Ok(None)`: no access.
+    pub async fn access(
+        &self,
+        user: &GithubUser,
+        credentials: Option<&Credentials>,
+        repo: &Repo,
+    ) -> Result<Option<RepoAccess>, Refusal> {
+        match (&self.app, credentials) {
+            (Some(app), _) => self.app_access(app, user, repo).await,
+            (None, Some(credentials)) => self.repo_access(credentials, repo).await,
+            (None, None) => Ok(None),
+        }
     }
 
     /// Spends one of `client`'s lookups of unknown tokens.
@@ -629,15 +754,16 @@ impl GitHub {
             })
     }
 
-    /// `GET path` with the user's token, within every bound. `charge` is the
+    /// `METHOD path` with `bearer`, within every bound. `charge` is the
     /// client address to charge for the call, once it is sure to go out.
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
-        credentials: &Credentials,
+        bearer: Bearer<'_>,
+        method: Method,
         path: &str,
         charge: Option<IpAddr>,
     ) -> Result<Lookup<T>, Refusal> {
-        let hash = credentials.hash();
+        let hash = bearer.hash;
         let now = Instant::now();
         if let Some(until) = self.limited.get(&hash) {
             if until > now {
@@ -667,13 +793,13 @@ impl GitHub {
                 reason: "nmr is shutting down".into(),
                 retry_after: 1,
             })?;
-        let outcome = self.request(credentials.token(), path).await;
+        let outcome = self.request(bearer.token, &method, path).await;
         let failed = |reason: String, detail: String| {
             self.lock_breaker().failure(Instant::now());
             log_limited(
                 log::Level::Warn,
                 "github-unavailable",
-                format!("GitHub: GET {path}: {detail}"),
+                format!("GitHub: {method} {}: {detail}", loggable(path)),
             );
             Err(Refusal::Unavailable {
                 reason,
@@ -696,7 +822,7 @@ impl GitHub {
             }
             Answer::Denied => {
                 self.lock_breaker().success();
-                Ok(Lookup::Denied)
+                Ok(Lookup::Denied(status))
             }
             Answer::Moved => {
                 self.lock_breaker().success();
@@ -716,7 +842,8 @@ impl GitHub {
                     log::Level::Warn,
                     "github-rate-limited",
                     format!(
-                        "GitHub rate-limits a token for {wait} s (GET {path} answered {status})"
+                        "GitHub rate-limits a token for {wait} s ({method} {} answered {status})",
+                        loggable(path)
                     ),
                 );
                 Err(Refusal::RateLimited { retry_after: wait })
@@ -732,16 +859,21 @@ impl GitHub {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One `GET path` with `token`, within `auth.github.timeout` (redirects
-    /// are not followed): the status, headers and body, or what went wrong
-    /// (for the log only).
-    async fn request(&self, token: &str, path: &str) -> Result<Response, String> {
+    /// One `METHOD path` (GET, or a body-less POST) with `token`, within
+    /// `auth.github.timeout` (redirects are not followed): the status,
+    /// headers and body, or what went wrong (for the log only).
+    async fn request(&self, token: &str, method: &Method, path: &str) -> Result<Response, String> {
         let client = self
             .client
             .user_access_token(token.to_string())
             .map_err(|e| e.to_string())?;
         let request = async {
-            let response = client._get(path).await.map_err(|e| e.to_string())?;
+            let response = if *method == Method::POST {
+                client._post(path, None::<&()>).await
+            } else {
+                client._get(path).await
+            }
+            .map_err(|e| e.to_string())?;
             let status = response.status();
             let headers = response.headers().clone();
             let body = client

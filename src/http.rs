@@ -154,13 +154,32 @@ async fn serve(
 
 /// The request's one authorization decision, from the route and headers:
 /// for a package route, [`crate::auth::Auth::authorize`] with the package's
-/// binding; other routes decide nothing here (they are not about one
-/// package, or authenticate through their body, as login does).
+/// binding; for a user's route ([`Route::needs_user`]), who the caller is
+/// ([`crate::auth::Auth::identify`]); other routes decide nothing here
+/// (they are not about one package or user, or authenticate through their
+/// body or path, as login and logout do).
 async fn authorize(
     registry: &Registry,
     request: &Request,
     route: &Route,
 ) -> Result<Option<Access>, ApiError> {
+    if route.needs_user() {
+        let registry_token = match registry.auth {
+            crate::auth::Auth::None => None,
+            crate::auth::Auth::Github(_) => cmd::registry_token(registry, request)?,
+        };
+        let (identity, token) = registry
+            .auth
+            .identify(&request.credentials, request.client, registry_token)
+            .await?;
+        return Ok(Some(Access {
+            identity,
+            binding: None,
+            found: None,
+            rebind: None,
+            token,
+        }));
+    }
     let Some((name, action)) = route.package() else {
         return Ok(None);
     };
@@ -168,7 +187,7 @@ async fn authorize(
         crate::auth::Auth::None => (None, None),
         crate::auth::Auth::Github(_) => (
             cmd::binding(registry, name)?,
-            cmd::registry_token(registry, &request.credentials)?,
+            cmd::registry_token(registry, request)?,
         ),
     };
     let access = registry
@@ -198,12 +217,26 @@ async fn dispatch(
     let (name, op, access) = match (route, access) {
         (Route::Package { name, op }, Some(access)) => (name, op, access),
         (Route::Ping, _) => return Ok(json(StatusCode::OK, "{}")),
-        (Route::Whoami, _) => return cmd::user::whoami(registry, request).await,
-        (Route::Logout, _) => return cmd::user::logout(),
+        (Route::Whoami, Some(access)) => return Ok(cmd::user::whoami(&access)),
+        (Route::Logout, _) => return cmd::user::logout(registry, request).await,
         (Route::Login(name), _) => return cmd::user::login(registry, request, &name, &body).await,
-        (Route::WebLogin, _) => {
-            return Err(ApiError::not_found(
-                "web login is not available: run npm login --auth-type=legacy and give a GitHub token as the password",
+        (Route::WebLogin, _) => return cmd::login::start(registry, request),
+        (Route::LoginSession(id), _) => return Ok(cmd::login::session(registry, &id)),
+        (Route::LoginCallback, _) => return Ok(cmd::login::callback(registry, request).await),
+        (Route::LoginDone(id), _) => return cmd::login::done(registry, &id).await,
+        (Route::ListTokens, Some(access)) => {
+            return cmd::tokens::list(registry, request, &access).await;
+        }
+        (Route::CreateToken, Some(access)) => {
+            return cmd::tokens::create(registry, &access, &body).await;
+        }
+        (Route::RevokeToken(which), Some(access)) => {
+            return cmd::tokens::revoke(registry, &access, &which).await;
+        }
+        (Route::Profile, Some(access)) => return Ok(cmd::user::profile(&access)),
+        (Route::ProfileWrite, _) => {
+            return Err(ApiError::forbidden(
+                "the profile is managed on GitHub: change it there",
             ));
         }
         (Route::Audit, _) => return Ok(json(StatusCode::OK, "{}")),
@@ -227,7 +260,16 @@ async fn dispatch(
                 "method not allowed on this path",
             ));
         }
-        (Route::NotFound | Route::Package { .. }, _) => {
+        (
+            Route::NotFound
+            | Route::Package { .. }
+            | Route::Whoami
+            | Route::ListTokens
+            | Route::CreateToken
+            | Route::RevokeToken(_)
+            | Route::Profile,
+            _,
+        ) => {
             return Err(ApiError::not_found("not found"));
         }
     };
@@ -267,6 +309,11 @@ pub fn loggable_path(path: &str) -> String {
         let cut = path.find("/-/").map_or(0, |i| i + 3);
         return format!("{}user/token/<redacted>", &path[..cut]);
     }
+    if collapsed.contains("/tokens/token") {
+        let cut = path.find("/-/").map_or(0, |i| i + 3);
+        return format!("{}npm/v1/tokens/token/<redacted>", &path[..cut]);
+    }
+
     path.to_string()
 }
 
@@ -429,6 +476,8 @@ mod tests {
             "/-/user//token/npm_secret",
             "/-/USER/Token/npm_secret",
             "/-/user%2ftoken%2fnpm_secret",
+            "/-/npm/v1/tokens/token/nmr_secret",
+            "/-/npm/v1/tokens%2Ftoken%2Fnmr_secret",
         ] {
             let logged = loggable_path(path);
             assert!(!logged.contains("secret"), "{path} logged as {logged}");

@@ -12,6 +12,7 @@ pub mod error;
 pub mod github;
 pub mod http;
 pub mod limits;
+pub mod login;
 pub mod manifest;
 pub mod name;
 pub mod oidc;

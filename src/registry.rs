@@ -30,6 +30,11 @@ pub struct Registry {
     /// The ID-token verifier of trusted publishing (`None`: off, or not
     /// under GitHub authorization).
     pub oidc: Option<crate::oidc::Oidc>,
+    /// Web logins in progress (`npm login`).
+    pub sessions: crate::login::Sessions,
+    /// Registry token hash → when its use was last recorded (Unix
+    /// seconds), so a busy token writes at most once a minute.
+    pub token_uses: quick_cache::sync::Cache<crate::auth::TokenHash, u64>,
 }
 
 impl Registry {

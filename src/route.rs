@@ -14,6 +14,10 @@
 //! | `DELETE -/user/token/TOKEN` | [`Route::Logout`] |
 //! | `PUT -/user/org.couchdb.user:NAME` | [`Route::Login`] |
 //! | `POST -/v1/login` | [`Route::WebLogin`] |
+//! | `GET -/v1/login/session/ID`, `GET -/v1/login/callback`, `GET -/v1/login/done/ID` | [`Route::LoginSession`], [`Route::LoginCallback`], [`Route::LoginDone`] |
+//! | `GET`, `POST -/npm/v1/tokens` | [`Route::ListTokens`], [`Route::CreateToken`] |
+//! | `DELETE -/npm/v1/tokens/token/KEY-OR-TOKEN` | [`Route::RevokeToken`] |
+//! | `GET`, `POST -/npm/v1/user` | [`Route::Profile`], [`Route::ProfileWrite`] |
 //! | `POST -/npm/v1/security/advisories/bulk` | [`Route::Audit`] |
 //! | `POST -/npm/v1/oidc/token/exchange/package/ESC` | [`Route::OidcExchange`] |
 //! | `GET -/package/ESC/visibility` | [`Op::Visibility`] |
@@ -50,8 +54,24 @@ pub enum Route {
     Logout,
     /// `npm login --auth-type=legacy`: `PUT -/user/org.couchdb.user:NAME`.
     Login(String),
-    /// npm's web login, `-/v1/login`: not offered, so npm falls back to legacy.
+    /// npm's web login: `POST -/v1/login` starts a session.
     WebLogin,
+    /// The loginUrl npm shows: redirects the browser to GitHub.
+    LoginSession(String),
+    /// Where GitHub sends the browser back (`?code=&state=`).
+    LoginCallback,
+    /// The doneUrl npm polls.
+    LoginDone(String),
+    /// `npm token list`.
+    ListTokens,
+    /// `npm token create`.
+    CreateToken,
+    /// `npm token revoke`: the key or token in the path is never logged.
+    RevokeToken(String),
+    /// `npm profile get`.
+    Profile,
+    /// `npm profile set` (refused: the profile is GitHub's).
+    ProfileWrite,
     /// `npm audit`'s bulk advisory request: answered with no advisories.
     Audit,
     /// Trusted publishing: a GitHub Actions ID token exchanged for a
@@ -154,6 +174,20 @@ impl Route {
         }
     }
 
+    /// Whether the route acts for a signed-in user who must be identified
+    /// before its body is read (`npm whoami`, `npm token`, `npm profile
+    /// get`).
+    pub fn needs_user(&self) -> bool {
+        matches!(
+            self,
+            Route::Whoami
+                | Route::ListTokens
+                | Route::CreateToken
+                | Route::RevokeToken(_)
+                | Route::Profile
+        )
+    }
+
     /// Whether the route only needs its body to be consumed, not kept
     /// (npm audit's request, answered with no advisories).
     pub fn discards_body(&self) -> bool {
@@ -196,7 +230,26 @@ pub fn parse(method: &Method, path: &str) -> Route {
             Some(name) => only(Method::PUT, Route::Login(name.to_string())),
             None => Route::NotFound,
         },
-        ["-", "v1", "login"] => Route::WebLogin,
+        ["-", "v1", "login"] => only(Method::POST, Route::WebLogin),
+        ["-", "v1", "login", "session", id] => {
+            only(Method::GET, Route::LoginSession(id.to_string()))
+        }
+        ["-", "v1", "login", "callback"] => only(Method::GET, Route::LoginCallback),
+        ["-", "v1", "login", "done", id] => only(Method::GET, Route::LoginDone(id.to_string())),
+        ["-", "npm", "v1", "tokens"] => match *method {
+            Method::GET => Route::ListTokens,
+            Method::POST => Route::CreateToken,
+            _ => Route::MethodNotAllowed,
+        },
+        ["-", "npm", "v1", "tokens", "token", which] => match decode(which) {
+            Some(which) => only(Method::DELETE, Route::RevokeToken(which)),
+            None => Route::NotFound,
+        },
+        ["-", "npm", "v1", "user"] => match *method {
+            Method::GET => Route::Profile,
+            Method::POST | Method::PUT => Route::ProfileWrite,
+            _ => Route::MethodNotAllowed,
+        },
         ["-", "npm", "v1", "security", "advisories", "bulk"] => only(Method::POST, Route::Audit),
         ["-", "nmr", "v1", "oidc", "token", "exchange", "read"] => {
             only(Method::POST, Route::OidcReadExchange)

@@ -53,7 +53,15 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
             });
         }),
     );
-    let auth = Auth::from_config(&config.auth, known).map_err(StartupError)?;
+    let revoker = store.clone();
+    let on_gone = Box::new(move |github_id: u64| {
+        let store = revoker.clone();
+        tokio::task::spawn_blocking(move || match store.delete_user_tokens(github_id) {
+            Ok(n) => log::info!("revoked {n} registry tokens of GitHub user {github_id}"),
+            Err(e) => log::warn!("cannot revoke the tokens of GitHub user {github_id}: {e}"),
+        });
+    });
+    let auth = Auth::from_config(&config.auth, known, on_gone).map_err(StartupError)?;
     let trusted_proxies = config
         .trusted_proxies()
         .map_err(|e| StartupError(e.to_string()))?;
@@ -74,6 +82,8 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
         trusted_proxies,
         parse_slots: tokio::sync::Semaphore::new(crate::cmd::PARSE_SLOTS),
         oidc,
+        sessions: crate::login::Sessions::default(),
+        token_uses: quick_cache::sync::Cache::new(100_000),
     })
 }
 

@@ -12,6 +12,8 @@
 //! | `m/public_url` | the public URL the rendered documents were written with |
 //! | `g/{hex SHA-256}` | a token GitHub accepted: when (Unix seconds, decimal) it last did |
 //! | `k/{hex SHA-256}` | a registry token's [`TokenRecord`] (`src/tokens.rs`) |
+//! | `u/{GitHub user id, 20 digits}/{key}` | a user's token, by its public key: the hex SHA-256 of its secret (for `npm token list`) |
+//! | `l/{hex SHA-256}` | when (Unix seconds, decimal) a registry token was last used, at most once a minute |
 //! | `p/{name}` | the package's trusted-publisher configurations (`npm trust`), a JSON array |
 //!
 //! Every change to a package is one atomic [`rusty_leveldb::WriteBatch`]
@@ -37,6 +39,11 @@ use crate::name::{PackageName, Version};
 use crate::oidc::TrustConfig;
 use crate::packument::{self, Packument};
 use crate::tokens::TokenRecord;
+
+/// The index key of a user's token: `u/{id, 20 digits}/{key}`.
+fn user_token_key(github_id: u64, key: &str) -> String {
+    format!("u/{github_id:020}/{key}")
+}
 
 /// Which served form of a packument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,13 +332,79 @@ impl Store {
     }
 
     /// Stores a registry token's record, synced (the token is handed out
-    /// only after this returns).
+    /// only after this returns); a user's token is indexed under its
+    /// GitHub user id too.
     pub fn put_token(&self, hash: &[u8; 32], record: &TokenRecord) -> Result<(), StoreError> {
         let json = serde_json::to_vec(record)
             .map_err(|e| StoreError(format!("cannot serialise a token record: {e}")))?;
+        let hex = hex::encode(hash);
         let mut batch = WriteBatch::default();
-        batch.put(format!("k/{}", hex::encode(hash)).as_bytes(), &json);
+        batch.put(format!("k/{hex}").as_bytes(), &json);
+        if let Some(id) = record.github_id {
+            batch.put(user_token_key(id, &record.key).as_bytes(), hex.as_bytes());
+        }
         self.with_db(|db| Ok(db.write(batch, true)?))
+    }
+
+    /// The tokens of the GitHub user `github_id`, by hash, oldest key
+    /// first (records that vanished are skipped).
+    pub fn user_tokens(&self, github_id: u64) -> Result<Vec<([u8; 32], TokenRecord)>, StoreError> {
+        let index = self.scan(format!("u/{github_id:020}/").as_bytes())?;
+        let mut found = Vec::new();
+        for (_, hex) in index {
+            let Some(hash) = hex::decode(&hex)
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            else {
+                continue;
+            };
+            if let Some(record) = self.token(&hash)? {
+                found.push((hash, record));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Revokes the token hashed `hash`: its record, index entry and
+    /// last-use time go in one synced write, so the next request with it is
+    /// refused.
+    pub fn delete_token(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        let hex = hex::encode(hash);
+        let mut batch = WriteBatch::default();
+        if let Some(record) = self.token(hash)?
+            && let Some(id) = record.github_id
+        {
+            batch.delete(user_token_key(id, &record.key).as_bytes());
+        }
+        batch.delete(format!("k/{hex}").as_bytes());
+        batch.delete(format!("l/{hex}").as_bytes());
+        self.with_db(|db| Ok(db.write(batch, true)?))
+    }
+
+    /// Revokes every token of the GitHub user `github_id` (their account
+    /// is gone); how many there were.
+    pub fn delete_user_tokens(&self, github_id: u64) -> Result<usize, StoreError> {
+        let tokens = self.user_tokens(github_id)?;
+        for (hash, _) in &tokens {
+            self.delete_token(hash)?;
+        }
+        Ok(tokens.len())
+    }
+
+    /// When the token hashed `hash` was last used (Unix seconds).
+    pub fn token_used_at(&self, hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        let key = format!("l/{}", hex::encode(hash));
+        Ok(self
+            .with_db(|db| Ok(db.get(key.as_bytes())))?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+    }
+
+    /// Records that the token hashed `hash` was used at `at`. Not synced
+    /// (a coarse figure), and apart from the record, so it never races a
+    /// revocation.
+    pub fn token_used(&self, hash: &[u8; 32], at: u64) -> Result<(), StoreError> {
+        let key = format!("l/{}", hex::encode(hash));
+        self.with_db(|db| Ok(db.put(key.as_bytes(), at.to_string().as_bytes())?))
     }
 
     /// The trusted-publisher configurations of `name` (empty: none).

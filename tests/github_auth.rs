@@ -277,20 +277,7 @@ fn npm_login_legacy_checks_the_github_token() {
     let server = server(&gh, &[]);
     let npm = Npm::new(&server.url, None);
     let dir = npm.project("login");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/npm_login.py");
-    let login = |user: &str, password: &str| {
-        std::process::Command::new("python3")
-            .args([
-                script,
-                &server.url,
-                npm.userconfig.to_str().unwrap(),
-                user,
-                password,
-            ])
-            .current_dir(&dir)
-            .output()
-            .expect("python3 runs the pty driver")
-    };
+    let login = |user: &str, password: &str| npm.legacy_login(&dir, &server.url, user, password);
     let wrong = login("frank", BOB);
     assert!(!wrong.status.success());
     assert!(

@@ -29,6 +29,25 @@ fn start_fails(env: &[(&str, &str)]) -> (i32, String) {
 }
 
 #[test]
+fn a_github_app_key_that_cannot_sign_stops_startup() {
+    let not_a_key = format!("{}/tests/fixtures/README.md", env!("CARGO_MANIFEST_DIR"));
+    for key in [not_a_key.as_str(), "/nonexistent/app.pem"] {
+        let (code, stderr) = start_fails(&[
+            ("NMR_AUTH__GITHUB__APP__ID", "424242"),
+            ("NMR_AUTH__GITHUB__APP__PRIVATE_KEY", key),
+        ]);
+        assert_eq!(code, 2, "{key}: {stderr}");
+        assert!(
+            stderr.contains("auth.github.app.private_key") && stderr.contains(key),
+            "{key}: {stderr}"
+        );
+    }
+    let (code, stderr) = start_fails(&[("NMR_AUTH__GITHUB__APP__ID", "my-app")]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("auth.github.app.id"), "{stderr}");
+}
+
+#[test]
 fn bad_configuration_exits_2_naming_the_key() {
     for (env, key) in [
         (("NMR_AUTH__TYPE", "ldap"), "auth.type"),

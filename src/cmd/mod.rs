@@ -11,7 +11,10 @@
 //! | `publish.rs` | publish, deprecate, undeprecate |
 //! | `dist_tags.rs` | dist-tag ls / add / rm |
 //! | `unpublish.rs` | unpublish of one version or the whole package |
-//! | `user.rs` | whoami, login, logout |
+//! | `user.rs` | whoami, legacy login, logout, profile get |
+//! | `login.rs` | web login (`npm login`'s default, through GitHub) |
+//! | `tokens.rs` | token list / create / revoke |
+//! | `oidc.rs`, `trust.rs` | trusted publishing's exchange, `npm trust` |
 //! | `upstream.rs` | every read of an unscoped package (a redirect) |
 //!
 //! CPU- and disk-bound work runs off the async worker threads: JSON parses
@@ -19,10 +22,12 @@
 //! once), LevelDB commits through [`commit`].
 
 pub mod dist_tags;
+pub mod login;
 pub mod oidc;
 pub mod packument;
 pub mod publish;
 pub mod tarball;
+pub mod tokens;
 pub mod trust;
 pub mod unpublish;
 pub mod upstream;
@@ -34,6 +39,8 @@ use crate::github::Repo;
 use crate::name::{PackageName, Version};
 use crate::packument::Packument;
 use crate::registry::Registry;
+use crate::request::Request;
+use crate::tokens::{TokenKind, TokenRecord};
 
 /// How many write bodies are parsed at once (the machine's cores, at least
 /// two): more would only queue on the blocking pool and hold their memory.
@@ -133,19 +140,93 @@ pub async fn rebind(
 
 /// When the request's credentials are a registry token (`nmr_...`), its
 /// stored record (`Some(None)`: no such token); `None` for other
-/// credentials.
+/// credentials. A found token's use is recorded (`l/{hash}`), at most once
+/// a minute per token, off the request's path.
 pub fn registry_token(
     registry: &Registry,
-    credentials: &Result<Option<crate::auth::Credentials>, &'static str>,
-) -> Result<Option<Option<crate::tokens::TokenRecord>>, ApiError> {
-    match credentials {
-        Ok(Some(c)) if crate::tokens::is_registry_token(c.token()) => registry
-            .store
-            .token(&c.hash())
-            .map(Some)
-            .map_err(|e| ApiError::internal(e.to_string())),
-        _ => Ok(None),
+    request: &Request,
+) -> Result<Option<Option<TokenRecord>>, ApiError> {
+    let Ok(Some(c)) = &request.credentials else {
+        return Ok(None);
+    };
+    if !crate::tokens::is_registry_token(c.token()) {
+        return Ok(None);
     }
+    let hash = c.hash();
+    let record = registry
+        .store
+        .token(&hash)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if record.is_some() {
+        let now = crate::github::unix_now();
+        let fresh = registry
+            .token_uses
+            .get(&hash)
+            .is_some_and(|at| now.saturating_sub(at) < 60);
+        if !fresh {
+            registry.token_uses.insert(hash, now);
+            let store = registry.store.clone();
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store.token_used(&hash, now) {
+                    log::warn!("cannot record a token's use: {e}");
+                }
+            });
+        }
+    }
+    Ok(Some(record))
+}
+
+/// ISO 8601 (UTC, milliseconds) of `unix` seconds, as npm shows dates.
+pub fn iso(unix: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(unix as i64, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Stores `record` under a fresh secret (on the blocking pool, synced) and
+/// returns the secret, to be handed out once, with the record as stored
+/// (its `prefix` set).
+pub async fn store_new_token(
+    registry: &Registry,
+    mut record: TokenRecord,
+) -> Result<(String, TokenRecord), ApiError> {
+    let (secret, hash) = crate::tokens::generate().map_err(ApiError::internal)?;
+    record.prefix = crate::tokens::mask(&secret);
+    let store = registry.store.clone();
+    let stored = record.clone();
+    tokio::task::spawn_blocking(move || store.put_token(&hash, &stored))
+        .await
+        .map_err(|e| ApiError::internal(format!("storing the token did not finish: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((secret, record))
+}
+
+/// Issues a login token (`npm login`) for `user`, valid `auth.tokens.ttl`
+/// seconds: its secret.
+pub async fn issue_login_token(
+    registry: &Registry,
+    user: &crate::github::GithubUser,
+) -> Result<String, ApiError> {
+    tokens::check_room(registry, user.id).await?;
+    let now = crate::github::unix_now();
+    let record = TokenRecord {
+        github_id: Some(user.id),
+        ..TokenRecord::new(
+            TokenKind::Login,
+            &user.login,
+            now,
+            registry.config.auth.tokens.ttl,
+        )
+        .map_err(ApiError::internal)?
+    };
+    let (secret, record) = store_new_token(registry, record).await?;
+    log::info!(
+        "issued a login token to {} (GitHub id {}, key {})",
+        user.login,
+        user.id,
+        record.key
+    );
+    Ok(secret)
 }
 
 /// The GitHub repository `name` is bound to, if any.

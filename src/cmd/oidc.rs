@@ -9,28 +9,22 @@
 //! this one answers at both. A refusal is 4xx `{"message", "error"}`: npm
 //! logs `message` at verbose level and carries on with other credentials.
 
-use chrono::{DateTime, Utc};
 use http::StatusCode;
 use http::header::{self, HeaderValue};
 use serde_json::json;
 use warp::reply::Response;
 
+use crate::cmd::iso;
 use crate::error::ApiError;
 use crate::github::unix_now;
 use crate::name::PackageName;
 use crate::oidc::{self, Claims, Oidc, Refused};
 use crate::registry::Registry;
 use crate::request::{Request, json};
-use crate::tokens::{self, TokenKind, TokenRecord};
+use crate::tokens::{TokenKind, TokenRecord};
 
 fn refused(r: Refused) -> Response {
     json(r.status, r.body())
-}
-
-fn iso(unix: u64) -> String {
-    DateTime::<Utc>::from_timestamp(unix as i64, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 /// `POST /-/npm/v1/oidc/token/exchange/package/{name}` with
@@ -163,37 +157,18 @@ async fn verified_claims(verifier: &Oidc, request: &Request) -> Result<(Claims, 
 /// A token record of `kind` for GitHub Actions, issued at `now` for `ttl`
 /// seconds, with a fresh key and no limits yet (the caller adds them).
 fn new_record(kind: TokenKind, now: u64, ttl: u64) -> Result<TokenRecord, ApiError> {
-    Ok(TokenRecord {
-        key: tokens::new_key().map_err(ApiError::internal)?,
-        kind,
-        owner: "GitHub Actions".into(),
-        packages: Vec::new(),
-        scopes: Vec::new(),
-        repository: None,
-        repository_id: None,
-        publisher: None,
-        created: now,
-        expires: now + ttl,
-        last_used: None,
-        revoked: false,
-    })
+    TokenRecord::new(kind, "GitHub Actions", now, ttl).map_err(ApiError::internal)
 }
 
-/// Issues a token for `record`: a fresh secret, the record stored under its
-/// hash (on the blocking pool, synced), and the `201 {"token", "token_type":
-/// kind, "created", "expires"}` that hands the secret out once.
+/// Issues a token for `record` ([`crate::cmd::store_new_token`]) and
+/// answers `201 {"token", "token_type": kind, "created", "expires"}`,
+/// which hands the secret out once.
 async fn issue(
     registry: &Registry,
     record: &TokenRecord,
     kind: &str,
 ) -> Result<Response, ApiError> {
-    let (secret, hash) = tokens::generate().map_err(ApiError::internal)?;
-    let store = registry.store.clone();
-    let stored = record.clone();
-    tokio::task::spawn_blocking(move || store.put_token(&hash, &stored))
-        .await
-        .map_err(|e| ApiError::internal(format!("storing the token did not finish: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (secret, record) = crate::cmd::store_new_token(registry, record.clone()).await?;
     Ok(json(
         StatusCode::CREATED,
         json!({

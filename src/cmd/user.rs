@@ -1,35 +1,59 @@
 //! The user endpoints: `npm whoami` (`GET /-/whoami`), `npm login
-//! --auth-type=legacy` (`PUT /-/user/org.couchdb.user:NAME`) and `npm logout`
-//! (`DELETE /-/user/token/TOKEN`), shaped as docs/npm-protocol.md ("whoami",
-//! "login", "logout") describes.
+//! --auth-type=legacy` (`PUT /-/user/org.couchdb.user:NAME`), `npm logout`
+//! (`DELETE /-/user/token/TOKEN`) and `npm profile get` (`GET
+//! /-/npm/v1/user`), shaped as docs/npm-protocol.md ("whoami", "login",
+//! "logout", "Tokens") describes.
 //!
-//! nmr issues no tokens of its own: the password given to `npm login` is a
-//! GitHub token, checked with `GET /user`, and handed back as the npm token.
+//! The password given to the legacy `npm login` is a GitHub token, checked
+//! with `GET /user`. In App mode it is then forgotten and npm gets a login
+//! token of nmr's own; otherwise it is handed back as the npm token.
 
 use http::StatusCode;
 use warp::reply::Response;
 
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::registry::Registry;
 use crate::request::{Request, json};
 
-/// `GET /-/whoami` → `{"username": LOGIN}`.
-pub async fn whoami(registry: &Registry, request: &Request) -> Result<Response, ApiError> {
-    let identity = registry
-        .auth
-        .identify(&request.credentials, request.client)
-        .await?;
-    Ok(json(
+/// `GET /-/whoami` → `{"username": LOGIN}` for the caller the dispatcher
+/// identified (a registry token answers its user's GitHub login).
+pub fn whoami(access: &Access) -> Response {
+    json(
         StatusCode::OK,
-        serde_json::json!({ "username": identity.username }).to_string(),
-    ))
+        serde_json::json!({ "username": access.identity.username }).to_string(),
+    )
+}
+
+/// `GET /-/npm/v1/user`: the profile `npm profile get` prints, from
+/// GitHub's login (nmr keeps no email, and two-factor authentication is
+/// GitHub's).
+pub fn profile(access: &Access) -> Response {
+    let login = &access.identity.username;
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "name": login,
+            "github": login,
+            "email": "",
+            "email_verified": false,
+            "tfa": false,
+            "fullname": "",
+            "homepage": "",
+            "freenode": "",
+            "twitter": "",
+            "cidr_whitelist": null,
+        })
+        .to_string(),
+    )
 }
 
 /// `PUT /-/user/org.couchdb.user:NAME` with `{"name", "password", ...}`
 /// (a small body: the dispatcher reads at most 64 KiB): 201
-/// `{"ok": true, "id", "token"}` where the token is the password itself
-/// once GitHub confirms it belongs to NAME. A wrong token is 401 with a
-/// message and no `WWW-Authenticate`, so npm prints it.
+/// `{"ok": true, "id", "token"}` once GitHub confirms the password is a
+/// token of NAME. The token is a new login token in App mode, else the
+/// password itself. A wrong token is 401 with a message and no
+/// `WWW-Authenticate`, so npm prints it.
 pub async fn login(
     registry: &Registry,
     request: &Request,
@@ -52,20 +76,45 @@ pub async fn login(
         .filter(|p| !p.is_empty())
         .ok_or_else(|| ApiError::bad_request("a password (your GitHub token) is required"))?;
     let identity = crate::auth::check_login(&registry.auth, name, password, request.client).await?;
+    let app_mode = registry.auth.github().is_some_and(|g| g.app_mode());
+    let token = match identity.github_user() {
+        Some(user) if app_mode => crate::cmd::issue_login_token(registry, &user).await?,
+        _ => password.to_string(),
+    };
     Ok(json(
         StatusCode::CREATED,
         serde_json::json!({
             "ok": true,
             "id": format!("org.couchdb.user:{}", identity.username),
-            "token": password,
+            "token": token,
         })
         .to_string(),
     ))
 }
 
-/// `DELETE /-/user/token/TOKEN`: nmr stores no tokens, so there is nothing
-/// to revoke; answering 2xx lets npm remove the token from the user's config
-/// (on an error it would keep it).
-pub fn logout() -> Result<Response, ApiError> {
+/// `DELETE /-/user/token/TOKEN`: revokes TOKEN when it is a registry token
+/// (knowing the secret is the authority to revoke it), at once for every
+/// request. A GitHub token is not nmr's to revoke. Either way 2xx, so npm
+/// removes the token from the user's config (on an error it would keep it).
+pub async fn logout(registry: &Registry, request: &Request) -> Result<Response, ApiError> {
+    let token = request
+        .path
+        .rsplit('/')
+        .next()
+        .map(|t| {
+            percent_encoding::percent_decode_str(t)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    if crate::tokens::is_registry_token(&token) && token.len() <= crate::auth::MAX_TOKEN_LEN {
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let store = registry.store.clone();
+        tokio::task::spawn_blocking(move || store.delete_token(&hash))
+            .await
+            .map_err(|e| ApiError::internal(format!("logging out did not finish: {e}")))?
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
     Ok(json(StatusCode::OK, r#"{"ok":true}"#))
 }

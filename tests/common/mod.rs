@@ -528,6 +528,107 @@ impl Npm {
         }
     }
 
+    /// Runs `npm login --registry=REGISTRY` (the default, web auth type)
+    /// under a pseudo-terminal (`script`), as a user at a terminal would;
+    /// once npm prints its login URL, `browser` is called with it, and npm
+    /// is awaited (at most 60 s). Returns what npm printed.
+    pub fn login_in_terminal(&self, registry: &str, browser: impl FnOnce(&str)) -> NpmOutput {
+        let command = format!(
+            "npm login --registry={registry} --userconfig={} --cache={}",
+            self.userconfig.display(),
+            self.dir.path().join("cache").display()
+        );
+        let mut child = Command::new("script")
+            .args(["-qfec", &command, "/dev/null"])
+            .env_remove("NPM_CONFIG_REGISTRY")
+            .env_remove("GITHUB_ACTIONS")
+            .env("NO_UPDATE_NOTIFIER", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run script(1) (util-linux) and npm");
+        let printed = Arc::new(Mutex::new(String::new()));
+        let mut stdout = child.stdout.take().unwrap();
+        let sink = printed.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            let text = printed.lock().unwrap().clone();
+            if let Some(at) = text.find("/-/v1/login/session/") {
+                let start = text[..at].rfind("http").expect("a URL");
+                let end = text[at..]
+                    .find(|c: char| c.is_whitespace())
+                    .map_or(text.len(), |e| at + e);
+                if end > at + "/-/v1/login/session/".len() + 31 {
+                    break text[start..end].to_string();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "npm printed no login URL:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        browser(&url);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("npm login did not finish:\n{}", printed.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        reader.join().unwrap();
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        let stdout = printed.lock().unwrap().clone();
+        NpmOutput {
+            success: status.success(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Runs `npm login --auth-type=legacy --registry=REGISTRY` in `cwd`
+    /// under a pseudo-terminal (`tests/support/npm_login.py`), answering
+    /// its Username and Password prompts.
+    pub fn legacy_login(
+        &self,
+        cwd: &Path,
+        registry: &str,
+        user: &str,
+        password: &str,
+    ) -> std::process::Output {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/npm_login.py");
+        Command::new("python3")
+            .args([
+                script,
+                registry,
+                self.userconfig.to_str().unwrap(),
+                user,
+                password,
+            ])
+            .current_dir(cwd)
+            .output()
+            .expect("python3 runs the pty driver")
+    }
+
     /// Runs npm and panics with its output unless it succeeds.
     pub fn ok(&self, cwd: &Path, args: &[&str]) -> NpmOutput {
         let out = self.run(cwd, args);
