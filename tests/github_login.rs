@@ -231,6 +231,20 @@ fn denied_reused_forged_and_unknown_logins_create_nothing() {
     assert_eq!(refused.status, 403, "npm falls back to its legacy prompt");
     assert_eq!(done(&urls).status, 404, "told once");
 
+    // GitHub's code expired before nmr exchanged it.
+    gh.declines(false).code_ttl(Duration::ZERO);
+    let urls = start();
+    let page = github::browse(urls["loginUrl"].as_str().unwrap());
+    assert_eq!(page.status, 502);
+    assert!(
+        page.body
+            .contains("The code passed is incorrect or expired"),
+        "{}",
+        page.body
+    );
+    assert_eq!(done(&urls).status, 403);
+    gh.code_ttl(Duration::from_secs(600));
+
     // The login link opened twice.
     gh.declines(false);
     let urls = start();

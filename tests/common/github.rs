@@ -141,6 +141,8 @@ struct State {
     declines: bool,
     /// OAuth codes → the grant they stand for.
     codes: HashMap<String, Code>,
+    /// How long a code is good for (GitHub: 10 minutes).
+    code_ttl: Duration,
     /// The user tokens (`ghu_…`) the OAuth flow handed out.
     user_tokens: Vec<String>,
     counter: u64,
@@ -260,6 +262,7 @@ impl FakeGithub {
             let mut s = state.lock().unwrap();
             s.base = format!("http://127.0.0.1:{port}");
             s.installation_ttl = Duration::from_secs(3600);
+            s.code_ttl = Duration::from_secs(600);
         }
         FakeGithub {
             url: format!("http://127.0.0.1:{port}"),
@@ -387,6 +390,12 @@ impl FakeGithub {
     /// New installation tokens live `ttl`.
     pub fn installation_ttl(&self, ttl: Duration) -> &Self {
         self.state.lock().unwrap().installation_ttl = ttl;
+        self
+    }
+
+    /// OAuth codes expire after `ttl` (GitHub: 10 minutes).
+    pub fn code_ttl(&self, ttl: Duration) -> &Self {
+        self.state.lock().unwrap().code_ttl = ttl;
         self
     }
 
@@ -788,7 +797,7 @@ fn access_token(state: &mut State, p: &HashMap<String, String>) -> Value {
     let Some(code) = state.codes.get_mut(get("code")) else {
         return bad_code();
     };
-    if code.used || code.issued.elapsed() > Duration::from_secs(600) {
+    if code.used || code.issued.elapsed() >= state.code_ttl {
         return bad_code();
     }
     code.used = true;
