@@ -91,6 +91,11 @@ fn npm_login_through_github_then_publish_install_tokens_and_logout() {
     let project = npm.project("app");
     npm.ok(&project, &["install", "@acme/widget"]);
     assert!(project.join("node_modules/@acme/widget/index.js").exists());
+    // Every write a user may do works with the login token.
+    npm.ok(here, &["dist-tag", "add", "@acme/widget@1.0.0", "stable"]);
+    npm.ok(here, &["deprecate", "@acme/gadget@1.0.0", "use widget"]);
+    let view = npm.ok(here, &["view", "@acme/gadget", "deprecated"]);
+    assert_eq!(view.stdout.trim(), "use widget");
 
     let create = |args: &[&str]| -> Value {
         let mut all = vec!["token", "create", "--password", "unused", "--json"];

@@ -152,7 +152,7 @@ async fn deprecate(
 ) -> Result<Response, ApiError> {
     // A publish may create a package; a deprecation only changes a bound one.
     registry.auth.require_binding(&access, name)?;
-    if access.token.is_some() {
+    if access.token.as_ref().is_some_and(|t| !t.is_user()) {
         return Err(ApiError::forbidden(format!(
             "a token exchanged in GitHub Actions may publish new versions of {name}, not deprecate them"
         )));
