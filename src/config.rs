@@ -176,6 +176,8 @@ pub enum ReadPolicy {
 #[serde(deny_unknown_fields)]
 pub struct DbConfig {
     pub path: PathBuf,
+    /// MiB of rendered packuments kept in memory (`src/documents.rs`).
+    pub cache_size: u64,
 }
 
 /// Which backend keeps tarballs.
@@ -194,6 +196,8 @@ pub enum StorageType {
 pub struct StorageConfig {
     #[serde(rename = "type")]
     pub kind: StorageType,
+    /// MiB of small tarballs kept in memory (`src/storage/cache.rs`).
+    pub cache_size: u64,
     pub local: LocalStorageConfig,
     pub s3: S3Config,
 }
@@ -482,6 +486,7 @@ mod tests {
         assert_eq!(c.server.host, "0.0.0.0");
         assert_eq!(c.server.max_body_size, 100 * 1024 * 1024);
         assert_eq!(c.db.path, PathBuf::from("./data/db"));
+        assert_eq!((c.db.cache_size, c.storage.cache_size), (64, 64));
         assert_eq!(c.storage.local.path, PathBuf::from("./data/storage"));
         assert_eq!(c.upstream.url, "");
         assert!(!c.settings.allow_previous_version);

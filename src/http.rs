@@ -276,7 +276,7 @@ async fn dispatch(
     match op {
         Op::Packument => cmd::packument::get(registry, request, &name).await,
         Op::Version(spec) => cmd::packument::get_version(registry, &name, &spec).await,
-        Op::Tarball(file) => cmd::tarball::get(registry, &name, &file).await,
+        Op::Tarball(file) => cmd::tarball::get(registry, request, &name, &file).await,
         Op::Put => cmd::publish::put(registry, request, access, &name, body).await,
         Op::UnpublishVersions { rev } => {
             cmd::unpublish::remove_versions(registry, &name, &rev, body).await

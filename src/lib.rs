@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cmd;
 pub mod config;
 pub mod conn;
+pub mod documents;
 pub mod error;
 pub mod github;
 pub mod http;

@@ -15,6 +15,10 @@ pub struct Registry {
     pub config: Config,
     /// Metadata store (packuments); shared with blocking tasks.
     pub store: Arc<Store>,
+    /// The served packuments and bindings, cached (`src/documents.rs`).
+    pub documents: crate::documents::Documents,
+    /// Small hot tarballs, cached (`src/storage/cache.rs`).
+    pub tarballs: crate::storage::cache::TarballCache,
     /// Tarball storage.
     pub storage: Storage,
     /// Authorization model.

@@ -29,10 +29,11 @@ pub struct StartupError(pub String);
 pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, StartupError> {
     let public_url = config.public_url(bound);
     let path_prefix = parse_base_url(&public_url).map_err(StartupError)?;
-    let store = Arc::new(
-        Store::open(&config.db.path, &public_url)
-            .map_err(|e| StartupError(format!("db.path: {e}")))?,
-    );
+    let store =
+        Arc::new(Store::open(&config.db.path).map_err(|e| StartupError(format!("db.path: {e}")))?);
+    let documents =
+        crate::documents::Documents::new(store.clone(), &public_url, config.db.cache_size << 20);
+    let tarballs = crate::storage::cache::TarballCache::new(config.storage.cache_size << 20);
     let storage = Storage::from_config(&config.storage)
         .await
         .map_err(|e| StartupError(e.to_string()))?;
@@ -75,6 +76,8 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
     Ok(Registry {
         config,
         store,
+        documents,
+        tarballs,
         storage,
         auth,
         public_url,

@@ -1,43 +1,61 @@
-//! The metadata store: packuments in LevelDB, with their served forms
-//! rendered ahead of time.
+//! The metadata store: packages as small immutable records in LevelDB.
 //!
-//! Keys (all names validated by [`PackageName`]):
+//! A publish writes what it adds and nothing else: the new version's
+//! record, the package record and the version's tarball index entry, so its
+//! byte volume does not grow with the versions the package already has
+//! (beyond the package record's per-version `time` entry and name). The
+//! served documents are derived data, rendered on demand and cached in
+//! memory by `src/documents.rs`.
+//!
+//! Keys (all names validated by [`PackageName`], versions by [`Version`]):
 //!
 //! | key | value |
 //! |---|---|
-//! | `d/{name}` | the canonical [`Packument`] as JSON (tombstones included) |
-//! | `r/{variant}/{name}` | a [`Rendered`] document: full or abbreviated, plain or gzip |
-//! | `t/{name}/{version}` | the live version's `shasum`: lets a tarball GET check the version in one lookup |
-//! | `b/{name}` | the GitHub repository the package is bound to (`{"owner", "repo"}`) |
-//! | `m/public_url` | the public URL the rendered documents were written with |
+//! | `P/{name}` | the package record ([`PackageRecord`]): `_id`, `_rev`, `name`, `dist-tags`, `time` (tombstones included), `maintainers`, the latest version's readme, and the live versions' numbers in publish order |
+//! | `V/{name}/{version}` | a live version's manifest, written at publish and rewritten only for that version (deprecate) |
+//! | `t/{name}/{version}` | the live version's `shasum`: a tarball GET checks the version, and gets its ETag, in one lookup |
+//! | `b/{name}` | the GitHub repository the package is bound to (`{"owner", "repo", "id", "owner_id"}`) |
 //! | `g/{hex SHA-256}` | a token GitHub accepted: when (Unix seconds, decimal) it last did |
 //! | `k/{hex SHA-256}` | a registry token's [`TokenRecord`] (`src/tokens.rs`) |
 //! | `u/{GitHub user id, 20 digits}/{key}` | a user's token, by its public key: the hex SHA-256 of its secret (for `npm token list`) |
 //! | `l/{hex SHA-256}` | when (Unix seconds, decimal) a registry token was last used, at most once a minute |
 //! | `p/{name}` | the package's trusted-publisher configurations (`npm trust`), a JSON array |
 //!
+//! The layout before this one kept one canonical document per package
+//! (`d/{name}`) and its four rendered forms (`r/…`), rewritten whole on
+//! every change; [`Store::open`] converts such a database in place, one
+//! package per synced batch, so a crash mid-way leaves a database that
+//! converts the rest on the next start.
+//!
 //! Every change to a package is one atomic [`rusty_leveldb::WriteBatch`]
 //! written with `sync`, and the database runs on [`SyncingEnv`], whose files
 //! `fsync` on flush: rusty-leveldb itself never calls fsync
 //! (docs/dependencies.md, "rusty-leveldb"), so without it an acknowledged publish could be lost
-//! in a power cut.
+//! in a power cut. Read-modify-write cycles of one package are serialised
+//! by [`Store::lock`].
 //!
-//! Reads of a packument are one `get` of pre-serialised (and pre-gzipped)
-//! bytes: no JSON parsing on the hot path. Read-modify-write cycles of one
-//! package are serialised by [`Store::lock`].
+//! LevelDB options ([`options`]): a 4 MiB write buffer and 2 MiB table
+//! files (rusty-leveldb's defaults: the records are small, so a memtable
+//! holds hundreds of publishes and compaction works on small files), an
+//! 8 MiB block cache (the hot documents are served from nmr's own cache;
+//! LevelDB's serves the write path's package records and misses), and
+//! Snappy compression of blocks (manifests are JSON, which it shrinks by
+//! about half for little CPU).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use rusty_leveldb::compressor::{CompressorId, SnappyCompressor};
 use rusty_leveldb::env::{Env, FileLock, Logger, RandomAccess};
 use rusty_leveldb::{DB, LdbIterator, Options, PosixDiskEnv, WriteBatch};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::github::Repo;
 use crate::name::{PackageName, Version};
 use crate::oidc::TrustConfig;
-use crate::packument::{self, Packument};
+use crate::packument::Packument;
 use crate::tokens::TokenRecord;
 
 /// The index key of a user's token: `u/{id, 20 digits}/{key}`.
@@ -45,66 +63,71 @@ fn user_token_key(github_id: u64, key: &str) -> String {
     format!("u/{github_id:020}/{key}")
 }
 
-/// Which served form of a packument.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
-    /// `application/json`: the full document.
-    Full,
-    /// `application/vnd.npm.install-v1+json`: the abbreviated document.
-    Abbreviated,
+/// A package as stored under `P/{name}`: the [`Packument`] without its
+/// version manifests, which live in their own records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackageRecord {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "_rev")]
+    pub rev: String,
+    pub name: String,
+    #[serde(rename = "dist-tags")]
+    pub dist_tags: std::collections::BTreeMap<String, String>,
+    /// The live versions, in publish order.
+    pub versions: Vec<String>,
+    pub time: Map<String, Value>,
+    #[serde(default)]
+    pub maintainers: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readme: Option<String>,
 }
 
-impl Variant {
-    fn key(self, gzip: bool, name: &str) -> Vec<u8> {
-        let v = match (self, gzip) {
-            (Variant::Full, false) => "full",
-            (Variant::Full, true) => "full.gz",
-            (Variant::Abbreviated, false) => "abbr",
-            (Variant::Abbreviated, true) => "abbr.gz",
-        };
-        format!("r/{v}/{name}").into_bytes()
+impl PackageRecord {
+    /// The record of `doc`.
+    pub fn of(doc: &Packument) -> PackageRecord {
+        PackageRecord {
+            id: doc.id.clone(),
+            rev: doc.rev.clone(),
+            name: doc.name.clone(),
+            dist_tags: doc.dist_tags.clone(),
+            versions: doc.versions.keys().cloned().collect(),
+            time: doc.time.clone(),
+            maintainers: doc.maintainers.clone(),
+            readme: doc.readme.clone(),
+        }
     }
 
-    /// The short tag this variant's ETags end in.
-    pub fn etag_suffix(self) -> &'static str {
-        match self {
-            Variant::Full => "full",
-            Variant::Abbreviated => "abbr",
+    /// The packument of this record, its manifests from `manifest` (a
+    /// version it cannot give is [`Value::Null`]: not loaded).
+    fn into_packument(self, mut manifest: impl FnMut(&str) -> Option<Value>) -> Packument {
+        let versions = self
+            .versions
+            .iter()
+            .map(|v| (v.clone(), manifest(v).unwrap_or(Value::Null)))
+            .collect();
+        Packument {
+            id: self.id,
+            rev: self.rev,
+            name: self.name,
+            dist_tags: self.dist_tags,
+            versions,
+            time: self.time,
+            maintainers: self.maintainers,
+            readme: self.readme,
         }
     }
 }
 
-/// A served packument: its validators and body, stored as
-/// `ETAG \n LAST-MODIFIED \n BODY` so one `get` yields a whole response.
-#[derive(Debug, Clone)]
-pub struct Rendered {
-    /// Quoted strong ETag, e.g. `"3-ab12…-full"` (`-gz` added for gzip).
-    pub etag: Bytes,
-    /// HTTP date of `time.modified`.
-    pub last_modified: Bytes,
-    /// The JSON document, gzip-compressed in the gzip variants.
-    pub body: Bytes,
-}
-
-impl Rendered {
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 100);
-        out.extend_from_slice(&self.etag);
-        out.push(b'\n');
-        out.extend_from_slice(&self.last_modified);
-        out.push(b'\n');
-        out.extend_from_slice(&self.body);
-        out
-    }
-
-    fn decode(raw: Bytes) -> Option<Rendered> {
-        let first = raw.iter().position(|b| *b == b'\n')?;
-        let second = first + 1 + raw[first + 1..].iter().position(|b| *b == b'\n')?;
-        Some(Rendered {
-            etag: raw.slice(..first),
-            last_modified: raw.slice(first + 1..second),
-            body: raw.slice(second + 1..),
-        })
+/// The LevelDB options of the store (see the module docs for why).
+pub fn options() -> Options {
+    Options {
+        env: std::rc::Rc::new(Box::new(SyncingEnv::default())),
+        write_buffer_size: 4 << 20,
+        max_file_size: 2 << 20,
+        block_cache_capacity_bytes: 8 << 20,
+        compressor: SnappyCompressor::ID,
+        ..Options::default()
     }
 }
 
@@ -128,34 +151,24 @@ const LOCK_STRIPES: usize = 64;
 /// The LevelDB-backed metadata store. Cheap to share behind an `Arc`.
 pub struct Store {
     db: Mutex<Option<DB>>,
-    public_url: String,
     locks: Vec<Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `path`. If the documents
-    /// were rendered for another public URL (e.g. the port changed), renders
-    /// them all again for `public_url`.
-    pub fn open(path: &Path, public_url: &str) -> Result<Store, StoreError> {
+    /// Opens (creating if missing) the database at `path`, converting a
+    /// database of the previous layout in place (logging its progress).
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
-        let options = Options {
-            env: std::rc::Rc::new(Box::new(SyncingEnv::default())),
-            ..Options::default()
-        };
-        let db = DB::open(path, options)
+        let db = DB::open(path, options())
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let store = Store {
             db: Mutex::new(Some(db)),
-            public_url: public_url.to_string(),
             locks: (0..LOCK_STRIPES)
                 .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                 .collect(),
         };
-        let stored_url = store.with_db(|db| Ok(db.get(b"m/public_url")))?;
-        if stored_url.as_deref() != Some(public_url.as_bytes()) {
-            store.render_all()?;
-        }
+        store.convert_old_layout()?;
         Ok(store)
     }
 
@@ -182,18 +195,68 @@ impl Store {
         self.locks[stripe].clone().lock_owned().await
     }
 
-    /// The served form of `name`'s packument, or `None` when the package has
-    /// no live version. One LevelDB `get`.
-    pub fn rendered(&self, name: &PackageName, variant: Variant, gzip: bool) -> Option<Rendered> {
-        let key = variant.key(gzip, name.as_str());
-        let raw = self.with_db(|db| Ok(db.get(&key))).ok()??;
-        Rendered::decode(raw)
+    /// The package record of `name`, or `None` if it was never published.
+    pub fn record(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
+        self.get_json(&format!("P/{name}"), || format!("package record of {name}"))
     }
 
-    /// The canonical packument (tombstones included), or `None` if `name`
-    /// was never published.
+    /// The manifest of `name@version`, if it is live.
+    pub fn manifest(&self, name: &PackageName, version: &str) -> Result<Option<Value>, StoreError> {
+        self.get_json(&format!("V/{name}/{version}"), || {
+            format!("manifest of {name}@{version}")
+        })
+    }
+
+    /// The whole packument (every manifest), or `None` if `name` was never
+    /// published: what rendering needs. One record read and one scan of the
+    /// package's version records.
     pub fn packument(&self, name: &PackageName) -> Result<Option<Packument>, StoreError> {
-        self.get_json(&format!("d/{name}"), || format!("packument of {name}"))
+        let Some(record) = self.record(name)? else {
+            return Ok(None);
+        };
+        let prefix = format!("V/{name}/");
+        let mut manifests = std::collections::HashMap::with_capacity(record.versions.len());
+        for (key, raw) in self.scan(prefix.as_bytes())? {
+            let version = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            let value: Value = serde_json::from_slice(&raw)
+                .map_err(|e| StoreError(format!("manifest of {name}@{version} is corrupt: {e}")))?;
+            manifests.insert(version, value);
+        }
+        let doc = record.into_packument(|v| manifests.remove(v));
+        if let Some((v, _)) = doc.versions.iter().find(|(_, m)| m.is_null()) {
+            return Err(StoreError(format!("the manifest of {name}@{v} is missing")));
+        }
+        Ok(Some(doc))
+    }
+
+    /// The packument of `name` for a write: every version number, tag,
+    /// timestamp and tombstone, but only the manifests of `latest` and of
+    /// `wanted` (the others are [`Value::Null`], which [`Store::commit`]
+    /// leaves as stored). What a rule reads costs what it needs, not the
+    /// package's size.
+    pub fn package(
+        &self,
+        name: &PackageName,
+        wanted: &[&str],
+    ) -> Result<Option<Packument>, StoreError> {
+        let Some(record) = self.record(name)? else {
+            return Ok(None);
+        };
+        let latest = record.dist_tags.get("latest").cloned();
+        let mut load = Vec::new();
+        for v in wanted.iter().copied().chain(latest.as_deref()) {
+            if record.versions.iter().any(|have| have == v) && !load.contains(&v.to_string()) {
+                load.push(v.to_string());
+            }
+        }
+        let mut manifests = std::collections::HashMap::new();
+        for v in load {
+            let manifest = self
+                .manifest(name, &v)?
+                .ok_or_else(|| StoreError(format!("the manifest of {name}@{v} is missing")))?;
+            manifests.insert(v, manifest);
+        }
+        Ok(Some(record.into_packument(|v| manifests.remove(v))))
     }
 
     /// The GitHub repository `name` is bound to, if any.
@@ -217,19 +280,22 @@ impl Store {
             .map_err(|e| StoreError(format!("{} is corrupt: {e}", what())))
     }
 
-    /// Whether `version` of `name` is live (published and not unpublished).
-    pub fn has_version(&self, name: &PackageName, version: &Version) -> bool {
+    /// The `shasum` of `name@version` if that version is live (published
+    /// and not unpublished): one lookup.
+    pub fn tarball_shasum(&self, name: &PackageName, version: &Version) -> Option<String> {
         let key = format!("t/{name}/{version}");
         self.with_db(|db| Ok(db.get(key.as_bytes())))
             .ok()
             .flatten()
-            .is_some()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
     }
 
-    /// Commits `doc` as `name`'s packument, with its rendered forms and
-    /// version index, in one synced write batch. `previous` is the packument
-    /// it replaces (to drop index entries of removed versions); `binding`,
-    /// when given, becomes the package's GitHub repository in the same batch.
+    /// Commits `doc` as `name`'s packument in one synced write batch:
+    /// the package record, the records of versions `doc` adds or changes
+    /// (compared with `previous`, the packument it replaces; a
+    /// [`Value::Null`] manifest was not loaded and stays as stored), and the
+    /// removal of versions `doc` lacks. `binding`, when given, becomes the
+    /// package's GitHub repository in the same batch.
     pub fn commit(
         &self,
         name: &PackageName,
@@ -238,7 +304,7 @@ impl Store {
         binding: Option<&Repo>,
     ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        self.add_to_batch(&mut batch, name, previous, doc)?;
+        add_to_batch(&mut batch, name, previous, doc)?;
         if let Some(repo) = binding {
             let json = serde_json::to_vec(repo)
                 .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
@@ -247,42 +313,58 @@ impl Store {
         self.with_db(|db| Ok(db.write(batch, true)?))
     }
 
-    fn add_to_batch(
-        &self,
-        batch: &mut WriteBatch,
-        name: &PackageName,
-        previous: Option<&Packument>,
-        doc: &Packument,
-    ) -> Result<(), StoreError> {
-        let json = serde_json::to_vec(doc)
-            .map_err(|e| StoreError(format!("cannot serialise {name}: {e}")))?;
-        batch.put(format!("d/{name}").as_bytes(), &json);
-        if let Some(previous) = previous {
-            for v in previous.versions.keys() {
-                if !doc.versions.contains_key(v) {
-                    batch.delete(format!("t/{name}/{v}").as_bytes());
+    /// Converts a database of the previous layout (`d/` documents, `r/`
+    /// rendered forms, `m/public_url`): each package becomes its records in
+    /// one synced batch that also deletes its old keys, so the conversion is
+    /// idempotent and resumes after a crash.
+    fn convert_old_layout(&self) -> Result<(), StoreError> {
+        let mut converted = 0usize;
+        loop {
+            let next = self.with_db(|db| {
+                let mut it = db.new_iter()?;
+                it.seek(b"d/");
+                Ok(it
+                    .current()
+                    .filter(|(k, _)| k.starts_with(b"d/"))
+                    .map(|(k, v)| (k.to_vec(), v.to_vec())))
+            })?;
+            let Some((key, raw)) = next else { break };
+            if converted == 0 {
+                log::info!("converting the metadata store to the record layout");
+            }
+            let name = std::str::from_utf8(&key[2..])
+                .ok()
+                .and_then(|n| PackageName::parse(n).ok())
+                .ok_or_else(|| StoreError("a stored package name is invalid".into()))?;
+            let doc: Packument = serde_json::from_slice(&raw)
+                .map_err(|e| StoreError(format!("packument of {name} is corrupt: {e}")))?;
+            let mut doc = doc;
+            for manifest in doc.versions.values_mut() {
+                if let Value::Object(m) = manifest {
+                    m.remove("readme");
                 }
             }
-        }
-        for (v, manifest) in &doc.versions {
-            let shasum = manifest
-                .pointer("/dist/shasum")
-                .and_then(|s| s.as_str())
-                .unwrap_or("");
-            batch.put(format!("t/{name}/{v}").as_bytes(), shasum.as_bytes());
-        }
-        for variant in [Variant::Full, Variant::Abbreviated] {
-            for gzip in [false, true] {
-                let key = variant.key(gzip, name.as_str());
-                if doc.is_empty() {
-                    batch.delete(&key);
-                } else {
-                    batch.put(
-                        &key,
-                        &render(name, doc, &self.public_url, variant, gzip)?.encode(),
-                    );
-                }
+            let mut batch = WriteBatch::default();
+            add_to_batch(&mut batch, &name, None, &doc)?;
+            batch.delete(&key);
+            for form in ["full", "full.gz", "abbr", "abbr.gz"] {
+                batch.delete(format!("r/{form}/{name}").as_bytes());
             }
+            self.with_db(|db| Ok(db.write(batch, true)?))?;
+            converted += 1;
+            if converted.is_multiple_of(100) {
+                log::info!("converted {converted} packages");
+            }
+        }
+        let leftovers = self.scan(b"r/")?;
+        let mut batch = WriteBatch::default();
+        for (key, _) in &leftovers {
+            batch.delete(key);
+        }
+        batch.delete(b"m/public_url");
+        self.with_db(|db| Ok(db.write(batch, true)?))?;
+        if converted > 0 {
+            log::info!("converted {converted} packages to the record layout");
         }
         Ok(())
     }
@@ -304,24 +386,6 @@ impl Store {
             }
             Ok(found)
         })
-    }
-
-    /// Renders every packument again for this store's public URL, in one
-    /// batch, and records the URL.
-    fn render_all(&self) -> Result<(), StoreError> {
-        let docs = self.scan(b"d/")?;
-        let mut batch = WriteBatch::default();
-        for (key, raw) in docs {
-            let name = std::str::from_utf8(&key[2..])
-                .ok()
-                .and_then(|n| PackageName::parse(n).ok())
-                .ok_or_else(|| StoreError("a stored package name is invalid".into()))?;
-            let doc: Packument = serde_json::from_slice(&raw)
-                .map_err(|e| StoreError(format!("packument of {name} is corrupt: {e}")))?;
-            self.add_to_batch(&mut batch, &name, None, &doc)?;
-        }
-        batch.put(b"m/public_url", self.public_url.as_bytes());
-        self.with_db(|db| Ok(db.write(batch, true)?))
     }
 
     /// The registry token whose secret hashes to `hash`, if any.
@@ -475,42 +539,39 @@ impl Store {
     }
 }
 
-/// Renders one served form of `doc`.
-fn render(
+/// Adds `doc`'s records to `batch` (see [`Store::commit`]).
+fn add_to_batch(
+    batch: &mut WriteBatch,
     name: &PackageName,
+    previous: Option<&Packument>,
     doc: &Packument,
-    public_url: &str,
-    variant: Variant,
-    gzip: bool,
-) -> Result<Rendered, StoreError> {
-    let value = match variant {
-        Variant::Full => packument::render_full(name, doc, public_url),
-        Variant::Abbreviated => packument::render_abbreviated(name, doc, public_url),
-    };
-    let json = serde_json::to_vec(&value)
+) -> Result<(), StoreError> {
+    let record = serde_json::to_vec(&PackageRecord::of(doc))
         .map_err(|e| StoreError(format!("cannot serialise {name}: {e}")))?;
-    let body = if gzip {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        enc.write_all(&json)
-            .and_then(|_| enc.finish())
-            .map_err(|e| StoreError(format!("cannot gzip {name}: {e}")))?
-    } else {
-        json
-    };
-    let gz = if gzip { "-gz" } else { "" };
-    let etag = format!("\"{}-{}{gz}\"", doc.rev, variant.etag_suffix());
-    let last_modified = chrono::DateTime::parse_from_rfc3339(doc.modified())
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%a, %d %b %Y %H:%M:%S GMT")
-                .to_string()
-        })
-        .unwrap_or_default();
-    Ok(Rendered {
-        etag: Bytes::from(etag),
-        last_modified: Bytes::from(last_modified),
-        body: Bytes::from(body),
-    })
+    batch.put(format!("P/{name}").as_bytes(), &record);
+    if let Some(previous) = previous {
+        for v in previous.versions.keys() {
+            if !doc.versions.contains_key(v) {
+                batch.delete(format!("V/{name}/{v}").as_bytes());
+                batch.delete(format!("t/{name}/{v}").as_bytes());
+            }
+        }
+    }
+    for (v, manifest) in &doc.versions {
+        let unchanged = previous.and_then(|p| p.versions.get(v)) == Some(manifest);
+        if manifest.is_null() || unchanged {
+            continue;
+        }
+        let json = serde_json::to_vec(manifest)
+            .map_err(|e| StoreError(format!("cannot serialise {name}@{v}: {e}")))?;
+        batch.put(format!("V/{name}/{v}").as_bytes(), &json);
+        let shasum = manifest
+            .pointer("/dist/shasum")
+            .and_then(|s| s.as_str())
+            .unwrap_or("");
+        batch.put(format!("t/{name}/{v}").as_bytes(), shasum.as_bytes());
+    }
+    Ok(())
 }
 
 /// rusty-leveldb's disk environment with durable writes: every file it
@@ -610,11 +671,11 @@ impl Env for SyncingEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packument::{DistInfo, NewVersion, PublishOutcome};
+    use crate::packument::{self, DistInfo, NewVersion, PublishOutcome};
     use serde_json::json;
 
     fn publish(store: &Store, name: &PackageName, v: &str) -> Packument {
-        let previous = store.packument(name).unwrap();
+        let previous = store.package(name, &[v]).unwrap();
         let new = NewVersion {
             version: Version::parse(v).unwrap(),
             manifest: json!({"name": name.as_str(), "version": v})
@@ -649,68 +710,73 @@ mod tests {
         doc
     }
 
-    #[test]
-    fn commit_then_read_every_form() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), "http://a/").unwrap();
-        let name = PackageName::parse("@acme/widget").unwrap();
-        assert!(store.rendered(&name, Variant::Full, false).is_none());
-        let doc = publish(&store, &name, "1.0.0");
-        let full = store.rendered(&name, Variant::Full, false).unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&full.body).unwrap();
-        assert_eq!(value["_rev"], doc.rev.as_str());
-        assert_eq!(
-            value["versions"]["1.0.0"]["dist"]["tarball"],
-            "http://a/@acme/widget/-/widget-1.0.0.tgz"
-        );
-        assert_eq!(full.etag, format!("\"{}-full\"", doc.rev));
-        assert!(full.last_modified.ends_with(b" GMT"));
-        let gz = store.rendered(&name, Variant::Abbreviated, true).unwrap();
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut text)
-            .unwrap();
-        assert!(text.contains("\"modified\""));
-        assert!(store.has_version(&name, &Version::parse("1.0.0").unwrap()));
-        assert!(!store.has_version(&name, &Version::parse("1.0.1").unwrap()));
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
     }
 
     #[test]
-    fn reopening_with_another_public_url_rerenders() {
+    fn a_publish_writes_its_records_and_a_write_load_skips_the_rest() {
         let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let name = PackageName::parse("@acme/widget").unwrap();
-        {
-            let store = Store::open(dir.path(), "http://a/").unwrap();
-            publish(&store, &name, "1.0.0");
-            store.close().unwrap();
-        }
-        let store = Store::open(dir.path(), "https://b/npm/").unwrap();
-        let full = store.rendered(&name, Variant::Full, false).unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&full.body).unwrap();
-        assert_eq!(
-            value["versions"]["1.0.0"]["dist"]["tarball"],
-            "https://b/npm/@acme/widget/-/widget-1.0.0.tgz"
+        assert!(store.packument(&name).unwrap().is_none());
+        publish(&store, &name, "1.0.0");
+        publish(&store, &name, "1.1.0");
+        let doc = publish(&store, &name, "1.2.0");
+        let full = store.packument(&name).unwrap().unwrap();
+        assert!(
+            doc.versions["1.0.0"].is_null(),
+            "the write loaded what it needed"
         );
+        assert_eq!(full.versions.len(), 3);
+        assert!(full.versions.values().all(|m| m.is_object()));
+        assert_eq!(full.versions["1.2.0"], doc.versions["1.2.0"]);
+        assert_eq!((&full.rev, &full.time), (&doc.rev, &doc.time));
+        assert_eq!(
+            store.tarball_shasum(&name, &v("1.1.0")).as_deref(),
+            Some("sha-1.1.0")
+        );
+        assert_eq!(store.tarball_shasum(&name, &v("1.3.0")), None);
+        let partial = store.package(&name, &["1.0.0"]).unwrap().unwrap();
+        assert_eq!(partial.versions.len(), 3);
+        assert!(partial.versions["1.1.0"].is_null(), "not loaded");
+        assert_eq!(partial.versions["1.0.0"]["version"], "1.0.0");
+        assert_eq!(partial.versions["1.2.0"]["version"], "1.2.0", "latest");
+        let record = store.record(&name).unwrap().unwrap();
+        assert_eq!(record.versions, ["1.0.0", "1.1.0", "1.2.0"]);
     }
 
     #[test]
-    fn removed_versions_leave_the_index_and_empty_packages_are_not_served() {
+    fn a_deprecation_rewrites_that_version_only() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), "http://a/").unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let name = PackageName::parse("@acme/widget").unwrap();
         publish(&store, &name, "1.0.0");
-        let before = publish(&store, &name, "1.1.0");
+        publish(&store, &name, "1.1.0");
+        let previous = store.package(&name, &["1.0.0"]).unwrap().unwrap();
+        let mut doc = previous.clone();
+        let body = json!({"1.0.0": {"deprecated": "old"}});
+        assert!(packument::deprecate(&mut doc, body.as_object().unwrap()).unwrap());
+        store.commit(&name, Some(&previous), &doc, None).unwrap();
+        let full = store.packument(&name).unwrap().unwrap();
+        assert_eq!(full.versions["1.0.0"]["deprecated"], "old");
+        assert_eq!(full.versions["1.1.0"]["version"], "1.1.0", "kept as stored");
+    }
+
+    #[test]
+    fn removed_versions_leave_every_record_and_the_tombstone_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let name = PackageName::parse("@acme/widget").unwrap();
+        publish(&store, &name, "1.0.0");
+        publish(&store, &name, "1.1.0");
+        let before = store.package(&name, &[]).unwrap().unwrap();
         let mut after = before.clone();
         packument::unpublish_all(&mut after, chrono::Utc::now());
         store.commit(&name, Some(&before), &after, None).unwrap();
-        assert!(store.rendered(&name, Variant::Full, false).is_none());
-        assert!(!store.has_version(&name, &Version::parse("1.0.0").unwrap()));
-        assert!(
-            store
-                .packument(&name)
-                .unwrap()
-                .unwrap()
-                .time
-                .contains_key("unpublished")
-        );
+        let doc = store.packument(&name).unwrap().unwrap();
+        assert!(doc.is_empty() && doc.time.contains_key("unpublished"));
+        assert!(store.manifest(&name, "1.0.0").unwrap().is_none());
+        assert_eq!(store.tarball_shasum(&name, &v("1.0.0")), None);
     }
 }

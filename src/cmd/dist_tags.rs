@@ -18,7 +18,7 @@ use crate::request::{json, ok};
 /// `GET /-/package/{pkg}/dist-tags` → `{"latest": "1.2.0", ...}`, never
 /// cached (npm reads it before changing a tag).
 pub async fn list(registry: &Registry, name: &PackageName) -> Result<Response, ApiError> {
-    let doc = live_packument(registry, name)?;
+    let doc = live_packument(registry, name, &[])?;
     let mut response = json(
         StatusCode::OK,
         serde_json::to_string(&doc.dist_tags).unwrap_or_default(),
@@ -65,7 +65,7 @@ async fn change(
     edit: impl FnOnce(&mut packument::Packument) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
     let _guard = registry.store.lock(name).await;
-    let previous = live_packument(registry, name)?;
+    let previous = live_packument(registry, name, &[])?;
     let mut doc = previous.clone();
     edit(&mut doc)?;
     let rev = if doc.rev != previous.rev {

@@ -47,9 +47,15 @@ use crate::tokens::{TokenKind, TokenRecord};
 pub const PARSE_SLOTS: usize = 2;
 
 /// The stored packument of `name` if it has live versions, else the 404 of
-/// a missing package.
-pub fn live_packument(registry: &Registry, name: &PackageName) -> Result<Packument, ApiError> {
-    match registry.store.packument(name) {
+/// a missing package: for a write or a lookup, with the manifests of
+/// `latest` and of `wanted` loaded and the others [`serde_json::Value::Null`]
+/// (see [`crate::store::Store::package`]).
+pub fn live_packument(
+    registry: &Registry,
+    name: &PackageName,
+    wanted: &[&str],
+) -> Result<Packument, ApiError> {
+    match registry.store.package(name, wanted) {
         Ok(Some(doc)) if !doc.is_empty() => Ok(doc),
         Ok(_) => Err(hidden(name)),
         Err(e) => Err(ApiError::internal(e.to_string())),
@@ -70,7 +76,9 @@ pub fn check_rev(doc: &Packument, rev: &str) -> Result<(), ApiError> {
 
 /// Commits `doc` as `name`'s packument, replacing `previous`; `binding`,
 /// when given, becomes the package's GitHub repository in the same write.
-/// Runs on the blocking pool (the write fsyncs). Returns the new `_rev`.
+/// Runs on the blocking pool (the write fsyncs); then the package's cached
+/// documents and the tarballs of versions it removed are forgotten. Returns
+/// the new `_rev`.
 pub async fn commit(
     registry: &Registry,
     name: &PackageName,
@@ -79,15 +87,27 @@ pub async fn commit(
     binding: Option<Repo>,
 ) -> Result<String, ApiError> {
     let store = registry.store.clone();
-    let name = name.clone();
-    tokio::task::spawn_blocking(move || {
+    let owned = name.clone();
+    let removed: Vec<Version> = previous
+        .iter()
+        .flat_map(|p| p.versions.keys())
+        .filter(|v| !doc.versions.contains_key(*v))
+        .filter_map(|v| Version::parse(v).ok())
+        .collect();
+    let result = tokio::task::spawn_blocking(move || {
         store
-            .commit(&name, previous.as_ref(), &doc, binding.as_ref())
+            .commit(&owned, previous.as_ref(), &doc, binding.as_ref())
             .map(|()| doc.rev)
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("the commit did not finish: {e}")))?
-    .map_err(|e| ApiError::internal(e.to_string()))
+    .await;
+    // Whatever the outcome, what was cached may be stale now.
+    registry.documents.invalidate(name);
+    for version in &removed {
+        registry.tarballs.remove(name, version);
+    }
+    result
+        .map_err(|e| ApiError::internal(format!("the commit did not finish: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Runs `parse` on the blocking pool, at most [`PARSE_SLOTS`] at once, so
@@ -118,8 +138,10 @@ pub async fn rebind(
 ) -> Result<(), ApiError> {
     let _guard = registry.store.lock(name).await;
     let store = registry.store.clone();
-    let (name, bound, repo) = (name.clone(), bound.cloned(), repo.clone());
-    tokio::task::spawn_blocking(move || {
+    let owned = name.clone();
+    let (bound, repo) = (bound.cloned(), repo.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        let name = owned;
         let current = store.binding(&name)?;
         if current.as_ref().map(|c| (&c.owner, &c.name, c.id))
             != bound.as_ref().map(|b| (&b.owner, &b.name, b.id))
@@ -133,9 +155,11 @@ pub async fn rebind(
         );
         store.set_binding(&name, &repo)
     })
-    .await
-    .map_err(|e| ApiError::internal(format!("the binding update did not finish: {e}")))?
-    .map_err(|e| ApiError::internal(e.to_string()))
+    .await;
+    registry.documents.invalidate(name);
+    result
+        .map_err(|e| ApiError::internal(format!("the binding update did not finish: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// When the request's credentials are a registry token (`nmr_...`), its
@@ -229,12 +253,9 @@ pub async fn issue_login_token(
     Ok(secret)
 }
 
-/// The GitHub repository `name` is bound to, if any.
+/// The GitHub repository `name` is bound to, if any (cached).
 pub fn binding(registry: &Registry, name: &PackageName) -> Result<Option<Repo>, ApiError> {
-    registry
-        .store
-        .binding(name)
-        .map_err(|e| ApiError::internal(e.to_string()))
+    registry.documents.binding(name)
 }
 
 /// Deletes the tarballs of versions whose removal is already committed. A

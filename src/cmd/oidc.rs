@@ -49,7 +49,7 @@ pub async fn exchange(
     if binding.is_none()
         && registry
             .store
-            .packument(name)
+            .record(name)
             .map_err(|e| ApiError::internal(e.to_string()))?
             .is_some()
     {

@@ -2,9 +2,9 @@
 //! `GET /{pkg}/{version-or-tag-or-range}`.
 //!
 //! `GET /{pkg}` is the hot path (`npm install` asks for the full document,
-//! docs/npm-protocol.md, "Packuments"): authorized by the dispatcher, then one LevelDB `get` of the
-//! pre-serialised (and, when the client accepts gzip, pre-compressed) bytes,
-//! and headers. `Cache-Control: private, no-cache` makes every client
+//! docs/npm-protocol.md, "Packuments"): authorized by the dispatcher, then
+//! one lookup in the document cache (`src/documents.rs`) for the rendered
+//! (and, when the client accepts gzip, compressed) bytes, and headers. `Cache-Control: private, no-cache` makes every client
 //! revalidate (so the next install sees a new version at once, answered by a
 //! cheap 304) and keeps private packuments out of shared proxies.
 
@@ -14,12 +14,12 @@ use warp::reply::Response;
 
 use crate::auth::hidden;
 use crate::cmd::live_packument;
+use crate::documents::Variant;
 use crate::error::ApiError;
 use crate::name::PackageName;
 use crate::packument::render_version;
 use crate::registry::Registry;
 use crate::request::Request;
-use crate::store::Variant;
 
 /// The `Accept` value npm sends for the abbreviated document.
 const ABBREVIATED: &str = "application/vnd.npm.install-v1+json";
@@ -42,10 +42,9 @@ pub async fn get(
             Variant::Full
         };
     let gzip = accepts(headers, header::ACCEPT_ENCODING, "gzip");
-    let doc = registry
-        .store
-        .rendered(name, variant, gzip)
-        .ok_or_else(|| hidden(name))?;
+    let entry = registry.documents.get(name, variant).await?;
+    let served = entry.as_ref().as_ref().ok_or_else(|| hidden(name))?;
+    let doc = if gzip { &served.gzip } else { &served.plain };
 
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
@@ -57,7 +56,7 @@ pub async fn get(
         r
     } else {
         let len = doc.body.len();
-        let mut r = Response::new(doc.body.into());
+        let mut r = Response::new(doc.body.clone().into());
         let h = r.headers_mut();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         let content_type = match variant {
@@ -71,10 +70,10 @@ pub async fn get(
         r
     };
     let h = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_maybe_shared(doc.etag) {
+    if let Ok(etag) = HeaderValue::from_maybe_shared(doc.etag.clone()) {
         h.insert(header::ETAG, etag);
     }
-    if let Ok(modified) = HeaderValue::from_maybe_shared(doc.last_modified) {
+    if let Ok(modified) = HeaderValue::from_maybe_shared(doc.last_modified.clone()) {
         h.insert(header::LAST_MODIFIED, modified);
     }
     h.insert(
@@ -95,11 +94,19 @@ pub async fn get_version(
     name: &PackageName,
     spec: &str,
 ) -> Result<Response, ApiError> {
-    let doc = live_packument(registry, name)?;
+    let doc = live_packument(registry, name, &[])?;
     let version = doc
         .resolve(spec)
         .ok_or_else(|| ApiError::not_found(format!("no version of {name} matches {spec:?}")))?;
-    let manifest = render_version(name, &doc.versions[version], &registry.public_url);
+    let stored = match &doc.versions[version] {
+        serde_json::Value::Null => registry
+            .store
+            .manifest(name, version)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| hidden(name))?,
+        loaded => loaded.clone(),
+    };
+    let manifest = render_version(name, &stored, &registry.public_url);
     let mut response = crate::request::json(StatusCode::OK, manifest.to_string());
     response.headers_mut().insert(
         header::CACHE_CONTROL,

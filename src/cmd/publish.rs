@@ -74,7 +74,7 @@ async fn publish(
         (crate::auth::Auth::None, _) | (_, Some(_)) => None,
         (_, None) => registry
             .store
-            .packument(name)
+            .package(name, &[])
             .map_err(|e| ApiError::internal(e.to_string()))?,
     };
     let stored_repository = unbound.as_ref().map(|doc| {
@@ -111,7 +111,7 @@ async fn publish(
     }
     let previous = registry
         .store
-        .packument(name)
+        .package(name, &[version.as_str()])
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let outcome = packument::publish(
         previous.clone(),
@@ -159,7 +159,8 @@ async fn deprecate(
     }
     let versions = body.deprecations()?;
     let _guard = registry.store.lock(name).await;
-    let previous = live_packument(registry, name)?;
+    let wanted: Vec<&str> = versions.keys().map(String::as_str).collect();
+    let previous = live_packument(registry, name, &wanted)?;
     if let Some(rev) = body.rev() {
         check_rev(&previous, &rev)?;
     }

@@ -37,7 +37,7 @@ pub async fn remove_versions(
     };
     let keep: Vec<String> = versions.into_keys().collect();
     let _guard = registry.store.lock(name).await;
-    let previous = live_packument(registry, name)?;
+    let previous = live_packument(registry, name, &[])?;
     check_rev(&previous, rev)?;
     let mut doc = previous.clone();
     let removed = packument::unpublish_versions(&mut doc, &keep, Utc::now())?;
@@ -59,7 +59,7 @@ pub async fn remove_package(
     rev: &str,
 ) -> Result<Response, ApiError> {
     let _guard = registry.store.lock(name).await;
-    let previous = live_packument(registry, name)?;
+    let previous = live_packument(registry, name, &[])?;
     check_rev(&previous, rev)?;
     let mut doc = previous.clone();
     let removed = packument::unpublish_all(&mut doc, Utc::now());

@@ -10,6 +10,7 @@
 //!   client a short-lived presigned URL.
 //! - [`Storage::delete`] of an absent tarball succeeds.
 
+pub mod cache;
 pub mod local;
 pub mod s3;
 
