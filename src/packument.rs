@@ -108,7 +108,7 @@ const CLIENT_UNDERSCORE_FIELDS: &[&str] = &["_nodeVersion", "_npmVersion"];
 
 /// Fields of a version manifest the abbreviated document keeps
 /// (docs/npm-protocol.md, "Packuments"), plus `libc`.
-const ABBREVIATED_FIELDS: &[&str] = &[
+pub const ABBREVIATED_FIELDS: &[&str] = &[
     "name",
     "version",
     "deprecated",
@@ -130,7 +130,7 @@ const ABBREVIATED_FIELDS: &[&str] = &[
 ];
 
 /// Top-level fields hoisted from the `latest` version into the full document.
-const HOISTED_FIELDS: &[&str] = &[
+pub const HOISTED_FIELDS: &[&str] = &[
     "description",
     "readme",
     "readmeFilename",
@@ -353,7 +353,7 @@ pub fn publish(
     // Documents stored before readmes moved to the top level: drop theirs.
     for stored in doc.versions.values_mut() {
         if let Value::Object(stored) = stored {
-            stored.remove("readme");
+            stored.shift_remove("readme");
         }
     }
     doc.touch(now);
@@ -373,12 +373,19 @@ fn precedence_twin(doc: &Packument, version: &Version) -> Option<String> {
         .into_iter()
         .flatten()
         .filter_map(Value::as_str);
+    // Valid versions have equal precedence only when they are equal up to
+    // their build metadata (`+...`; SemVer forbids leading zeros), so only
+    // those are parsed and compared.
+    fn core(v: &str) -> &str {
+        v.split('+').next().unwrap_or(v)
+    }
+    let wanted = core(version.as_str());
     doc.versions
         .keys()
         .map(String::as_str)
         .chain(doc.time.keys().map(String::as_str))
         .chain(unpublished)
-        .filter(|other| *other != version.as_str())
+        .filter(|other| *other != version.as_str() && core(other) == wanted)
         .filter_map(|other| Version::parse(other).ok())
         .find(|other| other.cmp_precedence(version).is_eq())
         .map(|other| other.to_string())
@@ -417,7 +424,7 @@ pub fn deprecate(doc: &mut Packument, body: &Map<String, Value>) -> Result<bool,
         };
         let current = stored.get("deprecated").and_then(Value::as_str);
         if message.is_empty() {
-            changed |= stored.remove("deprecated").is_some();
+            changed |= stored.shift_remove("deprecated").is_some();
         } else if current != Some(message.as_str()) {
             stored.insert("deprecated".into(), Value::String(message));
             changed = true;
@@ -551,9 +558,9 @@ pub fn render_version(name: &PackageName, manifest: &Value, public_url: &str) ->
         .and_then(Value::as_str)
         .and_then(|v| Version::parse(v).ok());
     if let (Value::Object(m), Some(version)) = (&mut manifest, version) {
-        m.remove("readme");
+        m.shift_remove("readme");
         if m.get("hasInstallScript") == Some(&Value::Bool(false)) {
-            m.remove("hasInstallScript");
+            m.shift_remove("hasInstallScript");
         }
         if let Some(Value::Object(dist)) = m.get_mut("dist") {
             dist.insert(
