@@ -46,6 +46,7 @@ NMR = os.environ.get("NMR", "./target/release/nmr")
 TOKEN = "ghp_bench_token_0001"
 HZ = os.sysconf("SC_CLK_TCK")
 WORK = tempfile.mkdtemp(prefix="nmr-bench-")
+os.chmod(WORK, 0o755)  # nginx's workers run as another user
 
 
 def free_port():

@@ -372,16 +372,36 @@ fn render_records(
 /// A cached form: `None` when the package has no live version.
 type Entry = Arc<Option<Served>>;
 
+/// A cache key: one form of one package.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DocKey {
+    name: PackageName,
+    variant: Variant,
+}
+
+/// [`DocKey`] borrowed, for lookups that copy nothing.
+#[derive(Hash)]
+struct DocRef<'a> {
+    name: &'a PackageName,
+    variant: Variant,
+}
+
+impl quick_cache::Equivalent<DocKey> for DocRef<'_> {
+    fn equivalent(&self, key: &DocKey) -> bool {
+        *self.name == key.name && self.variant == key.variant
+    }
+}
+
 /// Weighs an entry by the bytes it holds.
 #[derive(Clone)]
 struct ByBytes;
 
-impl quick_cache::Weighter<PackageName, Entry> for ByBytes {
-    fn weight(&self, name: &PackageName, entry: &Entry) -> u64 {
+impl quick_cache::Weighter<DocKey, Entry> for ByBytes {
+    fn weight(&self, key: &DocKey, entry: &Entry) -> u64 {
         let body = entry.as_ref().as_ref().map_or(0, |s| {
             s.plain.body.len() + s.gzip.body.len() + s.plain.etag.len() * 2
         });
-        (name.as_str().len() + body + 128) as u64
+        (key.name.as_str().len() + body + 128) as u64
     }
 }
 
@@ -390,8 +410,11 @@ const STRIPES: usize = 64;
 
 /// The cache of served documents and bindings.
 pub struct Documents {
-    full: quick_cache::sync::Cache<PackageName, Entry, ByBytes>,
-    abbreviated: quick_cache::sync::Cache<PackageName, Entry, ByBytes>,
+    /// One shard, so one document may take the whole budget (quick_cache
+    /// splits its capacity between shards and refuses an item larger than
+    /// its shard's part): the 10,000-version packument is 15 MB. A hit
+    /// takes the shard's lock for reading only.
+    documents: quick_cache::sync::Cache<DocKey, Entry, ByBytes>,
     bindings: quick_cache::sync::Cache<PackageName, Option<Repo>>,
     generations: Vec<Mutex<u64>>,
     public_url: String,
@@ -399,13 +422,22 @@ pub struct Documents {
 }
 
 impl Documents {
-    /// A cache of at most `budget` bytes of documents (split between the
-    /// two forms) rendered from `store` for `public_url`.
+    /// A cache of at most `budget` bytes of documents rendered from `store`
+    /// for `public_url`.
     pub fn new(store: Arc<Store>, public_url: &str, budget: u64) -> Documents {
-        let half = (budget / 2).max(1);
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(10_000)
+            .weight_capacity(budget.max(1))
+            .shards(1)
+            .build()
+            .expect("valid cache options");
         Documents {
-            full: quick_cache::sync::Cache::with_weighter(10_000, half, ByBytes),
-            abbreviated: quick_cache::sync::Cache::with_weighter(10_000, half, ByBytes),
+            documents: quick_cache::sync::Cache::with_options(
+                options,
+                ByBytes,
+                Default::default(),
+                Default::default(),
+            ),
             bindings: quick_cache::sync::Cache::new(100_000),
             generations: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
             public_url: public_url.to_string(),
@@ -427,14 +459,14 @@ impl Documents {
     /// `variant` of `name`'s packument, `None` when it has no live version.
     /// A hit is a map lookup; a miss renders once on the blocking pool.
     pub async fn get(&self, name: &PackageName, variant: Variant) -> Result<Entry, ApiError> {
-        let cache = match variant {
-            Variant::Full => &self.full,
-            Variant::Abbreviated => &self.abbreviated,
-        };
-        if let Some(hit) = cache.get(name) {
+        if let Some(hit) = self.documents.get(&DocRef { name, variant }) {
             return Ok(hit);
         }
-        let guard = match cache.get_value_or_guard_async(name).await {
+        let key = DocKey {
+            name: name.clone(),
+            variant,
+        };
+        let guard = match self.documents.get_value_or_guard_async(&key).await {
             Ok(hit) => return Ok(hit),
             Err(guard) => guard,
         };
@@ -496,14 +528,15 @@ impl Documents {
     pub fn invalidate(&self, name: &PackageName) {
         let mut stripe = self.stripe(name).lock().unwrap_or_else(|p| p.into_inner());
         *stripe += 1;
-        self.full.remove(name);
-        self.abbreviated.remove(name);
+        for variant in [Variant::Full, Variant::Abbreviated] {
+            self.documents.remove(&DocRef { name, variant });
+        }
         self.bindings.remove(name);
     }
 
     /// Bytes held by the document caches.
     pub fn weight(&self) -> u64 {
-        self.full.weight() + self.abbreviated.weight()
+        self.documents.weight()
     }
 }
 

@@ -1,19 +1,22 @@
 //! The metadata store: packages as small immutable records in LevelDB.
 //!
 //! A publish writes what it adds and nothing else: the new version's
-//! record, the package record and the version's tarball index entry, so its
-//! byte volume does not grow with the versions the package already has
-//! (beyond the package record's per-version `time` entry and name). The
-//! served documents are derived data, rendered on demand and cached in
-//! memory by `src/documents.rs`.
+//! record, its publish time, its tarball index entry and the package
+//! record, which is constant in size, so a publish's byte volume does not
+//! grow with the versions the package already has. The served documents
+//! are derived data, rendered on demand and cached in memory by
+//! `src/documents.rs`; the write path's view of a package's versions (the
+//! live ones and every publish time) is cached in memory too, and built by
+//! two scans of small records on a miss.
 //!
 //! Keys (all names validated by [`PackageName`], versions by [`Version`]):
 //!
 //! | key | value |
 //! |---|---|
-//! | `P/{name}` | the package record ([`PackageRecord`]): `_id`, `_rev`, `name`, `dist-tags`, `time` (tombstones included), `maintainers`, the latest version's readme, and the live versions' numbers in publish order |
+//! | `P/{name}` | the package record: `_id`, `_rev`, `name`, `dist-tags`, `time.created`, `time.modified`, `time.unpublished` (a full unpublish's tombstone), `maintainers`, the latest version's readme |
 //! | `V/{name}/{version}` | a live version's manifest, written at publish and rewritten only for that version (deprecate) |
-//! | `t/{name}/{version}` | the live version's `shasum`: a tarball GET checks the version, and gets its ETag, in one lookup |
+//! | `T/{name}/{version}` | when the version was published (its `time` entry, ISO 8601); kept after an unpublish: the tombstone that stops the number being reused |
+//! | `t/{name}/{version}` | the live version's `shasum`: a tarball GET checks the version, and gets its ETag, in one lookup; the `t/` keys are the live versions, which publish times order |
 //! | `b/{name}` | the GitHub repository the package is bound to (`{"owner", "repo", "id", "owner_id"}`) |
 //! | `g/{hex SHA-256}` | a token GitHub accepted: when (Unix seconds, decimal) it last did |
 //! | `k/{hex SHA-256}` | a registry token's [`TokenRecord`] (`src/tokens.rs`) |
@@ -63,8 +66,9 @@ fn user_token_key(github_id: u64, key: &str) -> String {
     format!("u/{github_id:020}/{key}")
 }
 
-/// A package as stored under `P/{name}`: the [`Packument`] without its
-/// version manifests, which live in their own records.
+/// A package without its version manifests: what rendering reads beside
+/// them. Assembled from the package record (`P/`) and the version index
+/// (`t/`, `T/`); never stored whole.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PackageRecord {
     #[serde(rename = "_id")]
@@ -100,7 +104,7 @@ impl PackageRecord {
 
     /// The packument of this record, its manifests from `manifest` (a
     /// version it cannot give is [`Value::Null`]: not loaded).
-    fn into_packument(self, mut manifest: impl FnMut(&str) -> Option<Value>) -> Packument {
+    pub fn into_packument(self, mut manifest: impl FnMut(&str) -> Option<Value>) -> Packument {
         let versions = self
             .versions
             .iter()
@@ -118,6 +122,99 @@ impl PackageRecord {
         }
     }
 }
+
+/// `time` keys that belong to the package, not to one version: they live
+/// in the package record; every other `time` key is a version's, in `T/`.
+fn is_package_time(key: &str) -> bool {
+    matches!(key, "created" | "modified" | "unpublished")
+}
+
+/// The package record as stored under `P/{name}`: constant in size
+/// whatever the number of versions (the `time` map holds only `created`,
+/// `modified` and `unpublished`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredRecord {
+    #[serde(rename = "_id")]
+    id: String,
+    #[serde(rename = "_rev")]
+    rev: String,
+    name: String,
+    #[serde(rename = "dist-tags")]
+    dist_tags: std::collections::BTreeMap<String, String>,
+    time: Map<String, Value>,
+    #[serde(default)]
+    maintainers: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    readme: Option<String>,
+}
+
+/// A package's versions: the live ones in publish order (from `t/`) and
+/// every version's publish time, tombstones included (from `T/`), in
+/// publish order.
+#[derive(Debug, Clone, PartialEq)]
+struct Index {
+    versions: Vec<String>,
+    times: Vec<(String, Value)>,
+}
+
+impl Index {
+    fn of(doc: &Packument) -> Index {
+        Index {
+            versions: doc.versions.keys().cloned().collect(),
+            times: doc
+                .time
+                .iter()
+                .filter(|(k, _)| !is_package_time(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn weight(&self) -> u64 {
+        let versions: usize = self.versions.iter().map(|v| v.len() + 24).sum();
+        let times: usize = self.times.iter().map(|(k, _)| k.len() + 64).sum();
+        (versions + times + 64) as u64
+    }
+}
+
+/// Weighs a cached index by its size.
+#[derive(Clone)]
+struct IndexWeight;
+
+impl quick_cache::Weighter<PackageName, Arc<Index>> for IndexWeight {
+    fn weight(&self, _: &PackageName, index: &Arc<Index>) -> u64 {
+        index.weight()
+    }
+}
+
+/// The record and index of a package as a [`PackageRecord`].
+fn assemble(stored: StoredRecord, index: &Index) -> PackageRecord {
+    let mut time = Map::new();
+    for key in ["created", "modified"] {
+        if let Some(v) = stored.time.get(key) {
+            time.insert(key.into(), v.clone());
+        }
+    }
+    for (k, v) in &index.times {
+        time.insert(k.clone(), v.clone());
+    }
+    if let Some(v) = stored.time.get("unpublished") {
+        time.insert("unpublished".into(), v.clone());
+    }
+    PackageRecord {
+        id: stored.id,
+        rev: stored.rev,
+        name: stored.name,
+        dist_tags: stored.dist_tags,
+        versions: index.versions.clone(),
+        time,
+        maintainers: stored.maintainers,
+        readme: stored.readme,
+    }
+}
+
+/// Bytes of version indexes kept in memory for the write path.
+const INDEX_CACHE: u64 = 32 << 20;
 
 /// A package's manifests as stored: (version, raw JSON), in publish order.
 pub type RawManifests = Vec<(String, Vec<u8>)>;
@@ -155,6 +252,11 @@ const LOCK_STRIPES: usize = 64;
 pub struct Store {
     db: Mutex<Option<DB>>,
     locks: Vec<Arc<tokio::sync::Mutex<()>>>,
+    /// Version indexes by package, so a write does not scan its package's
+    /// versions; kept right by `generations` as `Documents` keeps its cache
+    /// (a load that raced a commit is not kept).
+    indexes: quick_cache::sync::Cache<PackageName, Arc<Index>, IndexWeight>,
+    generations: Vec<Mutex<u64>>,
 }
 
 impl Store {
@@ -170,6 +272,8 @@ impl Store {
             locks: (0..LOCK_STRIPES)
                 .map(|_| Arc::new(tokio::sync::Mutex::new(())))
                 .collect(),
+            indexes: quick_cache::sync::Cache::with_weighter(10_000, INDEX_CACHE, IndexWeight),
+            generations: (0..LOCK_STRIPES).map(|_| Mutex::new(0)).collect(),
         };
         store.convert_old_layout()?;
         Ok(store)
@@ -191,16 +295,71 @@ impl Store {
     /// from reading the packument until its commit. Different packages
     /// usually proceed in parallel (the locks are striped by name hash).
     pub async fn lock(&self, name: &PackageName) -> tokio::sync::OwnedMutexGuard<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        name.hash(&mut h);
-        let stripe = (h.finish() as usize) % LOCK_STRIPES;
-        self.locks[stripe].clone().lock_owned().await
+        self.locks[stripe(name)].clone().lock_owned().await
     }
 
-    /// The package record of `name`, or `None` if it was never published.
+    /// The package record of `name` assembled with its version index, or
+    /// `None` if it was never published.
     pub fn record(&self, name: &PackageName) -> Result<Option<PackageRecord>, StoreError> {
+        let Some(stored) = self.stored_record(name)? else {
+            return Ok(None);
+        };
+        let index = self.index(name)?;
+        Ok(Some(assemble(stored, &index)))
+    }
+
+    fn stored_record(&self, name: &PackageName) -> Result<Option<StoredRecord>, StoreError> {
         self.get_json(&format!("P/{name}"), || format!("package record of {name}"))
+    }
+
+    /// The version index of `name`: cached, else two scans (`t/`, `T/`).
+    fn index(&self, name: &PackageName) -> Result<Arc<Index>, StoreError> {
+        if let Some(hit) = self.indexes.get(name) {
+            return Ok(hit);
+        }
+        let generation = *self.generations[stripe(name)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let live = format!("t/{name}/");
+        let mut versions: Vec<String> = self
+            .scan(live.as_bytes())?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[live.len()..]).into_owned())
+            .collect();
+        let timed = format!("T/{name}/");
+        let mut times: Vec<(String, Value)> = self
+            .scan(timed.as_bytes())?
+            .into_iter()
+            .map(|(k, v)| {
+                let version = String::from_utf8_lossy(&k[timed.len()..]).into_owned();
+                (
+                    version,
+                    Value::String(String::from_utf8_lossy(&v).into_owned()),
+                )
+            })
+            .collect();
+        // Publish order: by publish time (ISO 8601 sorts as text), then
+        // by the version for versions published in the same millisecond.
+        times.sort_by(|a, b| (a.1.as_str(), &a.0).cmp(&(b.1.as_str(), &b.0)));
+        let order: std::collections::HashMap<&str, usize> = times
+            .iter()
+            .enumerate()
+            .map(|(i, (v, _))| (v.as_str(), i))
+            .collect();
+        versions.sort_by_key(|v| {
+            (
+                order.get(v.as_str()).copied().unwrap_or(usize::MAX),
+                v.clone(),
+            )
+        });
+        let index = Arc::new(Index { versions, times });
+        let current = self.generations[stripe(name)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *current == generation {
+            self.indexes.insert(name.clone(), index.clone());
+        }
+        Ok(index)
     }
 
     /// The manifest of `name@version`, if it is live.
@@ -211,30 +370,24 @@ impl Store {
     }
 
     /// The whole packument (every manifest), or `None` if `name` was never
-    /// published: what rendering needs. One record read and one scan of the
-    /// package's version records.
+    /// published.
     pub fn packument(&self, name: &PackageName) -> Result<Option<Packument>, StoreError> {
-        let Some(record) = self.record(name)? else {
+        let Some((record, manifests)) = self.raw_packument(name)? else {
             return Ok(None);
         };
-        let prefix = format!("V/{name}/");
-        let mut manifests = std::collections::HashMap::with_capacity(record.versions.len());
-        for (key, raw) in self.scan(prefix.as_bytes())? {
-            let version = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+        let mut parsed = std::collections::HashMap::with_capacity(manifests.len());
+        for (version, raw) in manifests {
             let value: Value = serde_json::from_slice(&raw)
                 .map_err(|e| StoreError(format!("manifest of {name}@{version} is corrupt: {e}")))?;
-            manifests.insert(version, value);
+            parsed.insert(version, value);
         }
-        let doc = record.into_packument(|v| manifests.remove(v));
-        if let Some((v, _)) = doc.versions.iter().find(|(_, m)| m.is_null()) {
-            return Err(StoreError(format!("the manifest of {name}@{v} is missing")));
-        }
-        Ok(Some(doc))
+        Ok(Some(record.into_packument(|v| parsed.remove(v))))
     }
 
     /// The package record of `name` and its version manifests as stored
     /// (raw JSON), in publish order: what rendering reads, without building
-    /// a JSON tree per manifest. One record read and one scan.
+    /// a JSON tree per manifest. One record read, the index (cached), and
+    /// one scan of the package's version records.
     pub fn raw_packument(
         &self,
         name: &PackageName,
@@ -261,8 +414,8 @@ impl Store {
     /// The packument of `name` for a write: every version number, tag,
     /// timestamp and tombstone, but only the manifests of `latest` and of
     /// `wanted` (the others are [`Value::Null`], which [`Store::commit`]
-    /// leaves as stored). What a rule reads costs what it needs, not the
-    /// package's size.
+    /// leaves as stored). One record read and the cached index: what a
+    /// rule reads costs what it needs, not the package's size.
     pub fn package(
         &self,
         name: &PackageName,
@@ -272,9 +425,9 @@ impl Store {
             return Ok(None);
         };
         let latest = record.dist_tags.get("latest").cloned();
-        let mut load = Vec::new();
+        let mut load: Vec<String> = Vec::new();
         for v in wanted.iter().copied().chain(latest.as_deref()) {
-            if record.versions.iter().any(|have| have == v) && !load.contains(&v.to_string()) {
+            if !load.iter().any(|l| l == v) && record.versions.iter().any(|have| have == v) {
                 load.push(v.to_string());
             }
         }
@@ -339,7 +492,19 @@ impl Store {
                 .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
             batch.put(format!("b/{name}").as_bytes(), &json);
         }
-        self.with_db(|db| Ok(db.write(batch, true)?))
+        let written = self.with_db(|db| Ok(db.write(batch, true)?));
+        // Whatever the outcome, a cached index may be stale now.
+        let mut generation = self.generations[stripe(name)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *generation += 1;
+        match written {
+            Ok(()) => self.indexes.insert(name.clone(), Arc::new(Index::of(doc))),
+            Err(_) => {
+                self.indexes.remove(name);
+            }
+        }
+        written
     }
 
     /// Converts a database of the previous layout (`d/` documents, `r/`
@@ -568,8 +733,8 @@ impl Store {
     }
 }
 
-/// [`PackageRecord`] borrowed from a [`Packument`], for writing it
-/// without copying the `time` map.
+/// [`StoredRecord`] borrowed from a [`Packument`], for writing it
+/// without copying.
 #[derive(Serialize)]
 struct RecordOf<'a> {
     #[serde(rename = "_id")]
@@ -579,41 +744,68 @@ struct RecordOf<'a> {
     name: &'a str,
     #[serde(rename = "dist-tags")]
     dist_tags: &'a std::collections::BTreeMap<String, String>,
-    versions: Vec<&'a str>,
-    time: &'a Map<String, Value>,
+    time: Map<String, Value>,
     maintainers: &'a [Value],
     #[serde(skip_serializing_if = "Option::is_none")]
     readme: Option<&'a str>,
 }
 
-/// Adds `doc`'s records to `batch` (see [`Store::commit`]).
+/// Adds `doc`'s records to `batch` (see [`Store::commit`]): the package
+/// record, and what changed against `previous` of the version records,
+/// the tarball index and the version times. Keys are built only from
+/// versions that parse as [`Version`].
 fn add_to_batch(
     batch: &mut WriteBatch,
     name: &PackageName,
     previous: Option<&Packument>,
     doc: &Packument,
 ) -> Result<(), StoreError> {
+    let package_time: Map<String, Value> = doc
+        .time
+        .iter()
+        .filter(|(k, _)| is_package_time(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let record = serde_json::to_vec(&RecordOf {
         id: &doc.id,
         rev: &doc.rev,
         name: &doc.name,
         dist_tags: &doc.dist_tags,
-        versions: doc.versions.keys().map(String::as_str).collect(),
-        time: &doc.time,
+        time: package_time,
         maintainers: &doc.maintainers,
         readme: doc.readme.as_deref(),
     })
     .map_err(|e| StoreError(format!("cannot serialise {name}: {e}")))?;
     batch.put(format!("P/{name}").as_bytes(), &record);
+    let valid = |v: &str| Version::parse(v).is_ok();
     if let Some(previous) = previous {
-        for v in previous.versions.keys() {
+        for v in previous.versions.keys().filter(|v| valid(v)) {
             if !doc.versions.contains_key(v) {
                 batch.delete(format!("V/{name}/{v}").as_bytes());
                 batch.delete(format!("t/{name}/{v}").as_bytes());
             }
         }
+        for v in previous
+            .time
+            .keys()
+            .filter(|k| !is_package_time(k) && valid(k))
+        {
+            if !doc.time.contains_key(v) {
+                batch.delete(format!("T/{name}/{v}").as_bytes());
+            }
+        }
     }
-    for (v, manifest) in &doc.versions {
+    for (v, at) in doc
+        .time
+        .iter()
+        .filter(|(k, _)| !is_package_time(k) && valid(k))
+    {
+        if previous.and_then(|p| p.time.get(v)) != Some(at) {
+            let at = at.as_str().unwrap_or_default();
+            batch.put(format!("T/{name}/{v}").as_bytes(), at.as_bytes());
+        }
+    }
+    for (v, manifest) in doc.versions.iter().filter(|(v, _)| valid(v)) {
         let unchanged = previous.and_then(|p| p.versions.get(v)) == Some(manifest);
         if manifest.is_null() || unchanged {
             continue;
@@ -628,6 +820,14 @@ fn add_to_batch(
         batch.put(format!("t/{name}/{v}").as_bytes(), shasum.as_bytes());
     }
     Ok(())
+}
+
+/// The lock and generation stripe of `name`.
+fn stripe(name: &PackageName) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    (h.finish() as usize) % LOCK_STRIPES
 }
 
 /// rusty-leveldb's disk environment with durable writes: every file it
@@ -776,9 +976,18 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let name = PackageName::parse("@acme/widget").unwrap();
         assert!(store.packument(&name).unwrap().is_none());
+        let record_size = || {
+            store
+                .with_db(|db| Ok(db.get(b"P/@acme/widget")))
+                .unwrap()
+                .unwrap()
+                .len()
+        };
         publish(&store, &name, "1.0.0");
+        let first = record_size();
         publish(&store, &name, "1.1.0");
         let doc = publish(&store, &name, "1.2.0");
+        assert_eq!(record_size(), first, "the package record does not grow");
         let full = store.packument(&name).unwrap().unwrap();
         assert!(
             doc.versions["1.0.0"].is_null(),
