@@ -39,10 +39,13 @@ use serde_json::value::RawValue;
 use crate::packument::{self, Packument};
 use crate::store::{PackageRecord, Store};
 
-/// The gzip level of served documents. Measured on a 1,000-version
-/// packument (844 KB): level 1 compresses it in ~4 ms to 12 % of its size,
-/// level 6 in ~9 ms to 10 %, level 9 in ~30 ms for 1 % less; npm
-/// downloads it at most once per change, so the cheap end wins.
+/// The gzip level of served documents, chosen by measuring (this machine,
+/// flate2's miniz_oxide backend) on a 1,000-version packument of 1.45 MB:
+/// level 1 takes 1.8 ms for 45 KB, level 6 9.8 ms for 21 KB; the
+/// abbreviated 1.1 MB form 1.1 ms / 30 KB against 6.9 ms / 15 KB. A render
+/// happens once per change while its readers wait; level 1 keeps a cold
+/// 10,000-version render near 150 ms, and both sizes are small next to
+/// the plain document.
 pub const GZIP_LEVEL: u32 = 1;
 
 /// Which served form of a packument.

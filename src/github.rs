@@ -430,7 +430,8 @@ pub struct GitHub {
     /// SHA-256(token) → its user (`None`: token rejected).
     logins: AnswerCache<TokenHash, Option<GithubUser>>,
     /// (SHA-256(token), lowercase owner/repo) → the repo and permissions
-    /// (`None`: no access).
+    /// (`None`: no access). Keyed by name, as GitHub is asked by name: a
+    /// first publish learns the id only from this answer.
     permissions: AnswerCache<(TokenHash, String), Option<RepoAccess>>,
     /// SHA-256(token) → until when GitHub rate-limits it.
     limited: quick_cache::sync::Cache<TokenHash, Instant>,

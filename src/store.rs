@@ -777,37 +777,33 @@ fn add_to_batch(
     })
     .map_err(|e| StoreError(format!("cannot serialise {name}: {e}")))?;
     batch.put(format!("P/{name}").as_bytes(), &record);
+    // Keys are built only from versions that parse; only what changed is
+    // checked (and written), so an unchanged package costs no parsing.
     let valid = |v: &str| Version::parse(v).is_ok();
     if let Some(previous) = previous {
-        for v in previous.versions.keys().filter(|v| valid(v)) {
-            if !doc.versions.contains_key(v) {
+        for v in previous.versions.keys() {
+            if !doc.versions.contains_key(v) && valid(v) {
                 batch.delete(format!("V/{name}/{v}").as_bytes());
                 batch.delete(format!("t/{name}/{v}").as_bytes());
             }
         }
-        for v in previous
-            .time
-            .keys()
-            .filter(|k| !is_package_time(k) && valid(k))
-        {
-            if !doc.time.contains_key(v) {
+        for v in previous.time.keys() {
+            if !doc.time.contains_key(v) && !is_package_time(v) && valid(v) {
                 batch.delete(format!("T/{name}/{v}").as_bytes());
             }
         }
     }
-    for (v, at) in doc
-        .time
-        .iter()
-        .filter(|(k, _)| !is_package_time(k) && valid(k))
-    {
-        if previous.and_then(|p| p.time.get(v)) != Some(at) {
+    for (v, at) in &doc.time {
+        if previous.and_then(|p| p.time.get(v)) != Some(at) && !is_package_time(v) && valid(v) {
             let at = at.as_str().unwrap_or_default();
             batch.put(format!("T/{name}/{v}").as_bytes(), at.as_bytes());
         }
     }
-    for (v, manifest) in doc.versions.iter().filter(|(v, _)| valid(v)) {
-        let unchanged = previous.and_then(|p| p.versions.get(v)) == Some(manifest);
-        if manifest.is_null() || unchanged {
+    for (v, manifest) in &doc.versions {
+        if manifest.is_null() || previous.and_then(|p| p.versions.get(v)) == Some(manifest) {
+            continue;
+        }
+        if !valid(v) {
             continue;
         }
         let json = serde_json::to_vec(manifest)
