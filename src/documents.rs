@@ -546,41 +546,10 @@ impl Documents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packument::{DistInfo, NewVersion, PublishOutcome};
     use serde_json::json;
 
     fn publish(store: &Store, name: &PackageName, v: &str) {
-        let previous = store.package(name, &[v]).unwrap();
-        let new = NewVersion {
-            version: crate::name::Version::parse(v).unwrap(),
-            manifest: json!({"name": name.as_str(), "version": v, "description": "d"})
-                .as_object()
-                .unwrap()
-                .clone(),
-            tags: vec!["latest".into()],
-            readme: Some("# readme".into()),
-            trusted_publisher: None,
-            dist: DistInfo {
-                shasum: format!("sha-{v}"),
-                integrity: format!("sha512-{v}"),
-                file_count: 1,
-                unpacked_size: 1,
-                has_install_script: false,
-                has_shrinkwrap: false,
-            },
-        };
-        let PublishOutcome::Published(doc) = packument::publish(
-            previous.clone(),
-            name,
-            new,
-            "alice",
-            chrono::Utc::now(),
-            false,
-        )
-        .unwrap() else {
-            panic!()
-        };
-        store.commit(name, previous.as_ref(), &doc, None).unwrap();
+        crate::store::testing::publish(store, name, v, Some("# readme"));
     }
 
     #[tokio::test]

@@ -37,21 +37,7 @@ fn log_filter(level: &str) -> String {
     }
 }
 
-/// Caps glibc's malloc arenas at two: by default every thread that
-/// allocates may get its own, and the blocking threads that render large
-/// packuments would each keep freed memory as RSS (docs/dependencies.md,
-/// "glibc malloc"). musl (the container image) has no arenas.
-fn cap_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any
-    // thread is started.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 fn main() -> ExitCode {
-    cap_malloc_arenas();
     let cli = Cli::parse();
     let config = match nmr::config::Config::load(cli.config.as_deref()) {
         Ok(config) => config,

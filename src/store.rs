@@ -920,22 +920,25 @@ impl Env for SyncingEnv {
     }
 }
 
+/// Test helpers other modules' unit tests share.
 #[cfg(test)]
-mod tests {
+pub mod testing {
     use super::*;
     use crate::packument::{self, DistInfo, NewVersion, PublishOutcome};
     use serde_json::json;
 
-    fn publish(store: &Store, name: &PackageName, v: &str) -> Packument {
+    /// Publishes `name@v` into `store` as the publish command would (the
+    /// rule, then a commit): the packument as committed.
+    pub fn publish(store: &Store, name: &PackageName, v: &str, readme: Option<&str>) -> Packument {
         let previous = store.package(name, &[v]).unwrap();
         let new = NewVersion {
             version: Version::parse(v).unwrap(),
-            manifest: json!({"name": name.as_str(), "version": v})
+            manifest: json!({"name": name.as_str(), "version": v, "description": "d"})
                 .as_object()
                 .unwrap()
                 .clone(),
             tags: vec!["latest".into()],
-            readme: None,
+            readme: readme.map(str::to_string),
             trusted_publisher: None,
             dist: DistInfo {
                 shasum: format!("sha-{v}"),
@@ -955,11 +958,21 @@ mod tests {
             false,
         )
         .unwrap() else {
-            panic!()
+            panic!("{name}@{v} was already published")
         };
-        let doc = *doc;
         store.commit(name, previous.as_ref(), &doc, None).unwrap();
-        doc
+        *doc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packument;
+    use serde_json::json;
+
+    fn publish(store: &Store, name: &PackageName, v: &str) -> Packument {
+        testing::publish(store, name, v, None)
     }
 
     fn v(s: &str) -> Version {

@@ -292,22 +292,7 @@ fn denied_reused_forged_and_unknown_logins_create_nothing() {
 
 #[test]
 fn the_app_asks_github_once_per_user_and_repo_and_sees_permissions_go() {
-    let gh = github::with_cast();
-    let server = github::app_server(
-        &gh,
-        &[
-            ("NMR_AUTH__GITHUB__CACHE_TTL", "1"),
-            ("NMR_AUTH__GITHUB__DENIED_CACHE_TTL", "1"),
-        ],
-    );
-    let alice = web_token(&server, &gh, "alice");
-    let reply = common::publish_with_repository(
-        &server.http_as(&alice),
-        "@acme/widget",
-        "1.0.0",
-        Some("acme/widget"),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.error());
+    let (gh, server) = widget_with_short_ttls();
     let carol = web_token(&server, &gh, "carol");
     let carol_http = server.http_as(&carol);
     let permission = "/repos/acme/widget/collaborators/carol/permission";
@@ -438,22 +423,7 @@ fn legacy_login_gives_a_registry_token_and_pats_can_be_refused() {
 
 #[test]
 fn a_deleted_github_account_loses_its_tokens() {
-    let gh = github::with_cast();
-    let server = github::app_server(
-        &gh,
-        &[
-            ("NMR_AUTH__GITHUB__CACHE_TTL", "1"),
-            ("NMR_AUTH__GITHUB__DENIED_CACHE_TTL", "1"),
-        ],
-    );
-    let alice = web_token(&server, &gh, "alice");
-    let reply = common::publish_with_repository(
-        &server.http_as(&alice),
-        "@acme/widget",
-        "1.0.0",
-        Some("acme/widget"),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.error());
+    let (gh, server) = widget_with_short_ttls();
     let bob = web_token(&server, &gh, "bob");
     let bob_http = server.http_as(&bob);
     assert_eq!(bob_http.get(&escape("@acme/widget"), &[]).status, 200);
@@ -532,6 +502,28 @@ fn token_lists_page_and_nobody_revokes_anothers_token() {
         plain.http().post_json("/-/v1/login", &json!({})).status,
         404
     );
+}
+
+/// An nmr in App mode whose GitHub answers live one second, where alice
+/// (logged in through the web flow) published `@acme/widget@1.0.0`.
+fn widget_with_short_ttls() -> (github::FakeGithub, Server) {
+    let gh = github::with_cast();
+    let server = github::app_server(
+        &gh,
+        &[
+            ("NMR_AUTH__GITHUB__CACHE_TTL", "1"),
+            ("NMR_AUTH__GITHUB__DENIED_CACHE_TTL", "1"),
+        ],
+    );
+    let alice = web_token(&server, &gh, "alice");
+    let reply = common::publish_with_repository(
+        &server.http_as(&alice),
+        "@acme/widget",
+        "1.0.0",
+        Some("acme/widget"),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.error());
+    (gh, server)
 }
 
 /// A registry token for `login` through the web flow.
