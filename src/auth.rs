@@ -101,6 +101,12 @@ impl Action {
 /// SHA-256 of a token: the only form in which nmr keeps one.
 pub type TokenHash = [u8; 32];
 
+/// The [`TokenHash`] of `secret`: how every token (GitHub's or nmr's) is
+/// keyed in caches and records.
+pub fn hash_token(secret: &str) -> TokenHash {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
 /// The longest token accepted (GitHub's are far shorter).
 pub const MAX_TOKEN_LEN: usize = 255;
 
@@ -159,7 +165,7 @@ impl Credentials {
         if !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err("the token has characters no GitHub token has");
         }
-        let hash = Sha256::digest(token.as_bytes()).into();
+        let hash = hash_token(&token);
         Ok(Some(Credentials { token, hash }))
     }
 

@@ -515,10 +515,9 @@ impl<'a> Bearer<'a> {
     }
 
     fn new(token: &'a str) -> Bearer<'a> {
-        use sha2::Digest;
         Bearer {
             token,
-            hash: sha2::Sha256::digest(token.as_bytes()).into(),
+            hash: crate::auth::hash_token(token),
         }
     }
 }

@@ -24,7 +24,6 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::auth::{Action, TokenHash};
 use crate::name::PackageName;
@@ -225,7 +224,7 @@ pub fn generate() -> Result<(String, TokenHash), String> {
     let mut bytes = [0u8; 20];
     getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for a token: {e}"))?;
     let secret = format!("{PREFIX}{}", hex::encode(bytes));
-    let hash = Sha256::digest(secret.as_bytes()).into();
+    let hash = crate::auth::hash_token(&secret);
     Ok((secret, hash))
 }
 
@@ -311,7 +310,8 @@ mod tests {
         let (a, ha) = generate().unwrap();
         let (b, _) = generate().unwrap();
         assert!(is_registry_token(&a) && a.len() == 44 && a != b);
-        assert_eq!(ha, <[u8; 32]>::from(Sha256::digest(a.as_bytes())));
+        use sha2::Digest;
+        assert_eq!(ha, <[u8; 32]>::from(sha2::Sha256::digest(a.as_bytes())));
         assert!(!is_registry_token("ghp_abc"));
     }
 

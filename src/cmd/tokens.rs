@@ -322,10 +322,7 @@ pub async fn revoke(
 ) -> Result<Response, ApiError> {
     let github_id = user_id(registry, access)?;
     let tokens = live_tokens(registry, github_id).await?;
-    let by_secret = tokens::is_registry_token(which).then(|| {
-        use sha2::Digest;
-        <[u8; 32]>::from(sha2::Sha256::digest(which.as_bytes()))
-    });
+    let by_secret = tokens::is_registry_token(which).then(|| crate::auth::hash_token(which));
     let matches: Vec<&[u8; 32]> = tokens
         .iter()
         .filter(|(hash, record)| match by_secret {

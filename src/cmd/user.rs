@@ -108,8 +108,7 @@ pub async fn logout(registry: &Registry, request: &Request) -> Result<Response, 
         })
         .unwrap_or_default();
     if crate::tokens::is_registry_token(&token) && token.len() <= crate::auth::MAX_TOKEN_LEN {
-        use sha2::Digest;
-        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let hash = crate::auth::hash_token(&token);
         let store = registry.store.clone();
         tokio::task::spawn_blocking(move || store.delete_token(&hash))
             .await
