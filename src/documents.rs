@@ -2,9 +2,10 @@
 //! store's records on demand and kept in memory, apart from the store that
 //! keeps the records (ARCHITECTURE.md, "The path of a request").
 //!
-//! - Rendering ([`render`]): the full or abbreviated document
-//!   (`packument::render_full` / `render_abbreviated`) with the public
-//!   URL's tarball URLs, serialised once and gzipped once (level
+//! - Rendering ([`render_raw`]): the full or abbreviated document, byte
+//!   for byte what `packument::render_full` / `render_abbreviated` give,
+//!   spliced from the stored manifests' raw JSON, with the public URL's
+//!   tarball URLs, serialised once and gzipped once (level
 //!   [`GZIP_LEVEL`]), with a strong ETag from `_rev` and `Last-Modified`
 //!   from `time.modified`.
 //! - The cache ([`Documents`]): one entry per (package, form), both
@@ -36,8 +37,8 @@ use crate::name::PackageName;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::packument::{self, Packument};
-use crate::store::{PackageRecord, Store};
+use crate::packument;
+use crate::store::{LOCK_STRIPES, PackageRecord, Store};
 
 /// The gzip level of served documents, chosen by measuring (this machine,
 /// flate2's miniz_oxide backend) on a 1,000-version packument of 1.45 MB:
@@ -303,22 +304,6 @@ pub fn render_raw(
     Ok(out)
 }
 
-/// Renders `variant` of `doc` for `public_url`, plain and gzipped.
-pub fn render(
-    name: &PackageName,
-    doc: &Packument,
-    public_url: &str,
-    variant: Variant,
-) -> Result<Served, String> {
-    let value = match variant {
-        Variant::Full => packument::render_full(name, doc, public_url),
-        Variant::Abbreviated => packument::render_abbreviated(name, doc, public_url),
-    };
-    let json = serde_json::to_vec(&value).map_err(|e| format!("cannot serialise {name}: {e}"))?;
-    let modified = doc.modified().to_string();
-    Ok(encode(json, &doc.rev, &modified, variant))
-}
-
 /// Both encodings of the rendered `json`, with validators from `rev` and
 /// `modified` (RFC 3339).
 fn encode(json: Vec<u8>, rev: &str, modified: &str, variant: Variant) -> Served {
@@ -408,9 +393,6 @@ impl quick_cache::Weighter<DocKey, Entry> for ByBytes {
     }
 }
 
-/// How many generation stripes package names hash onto.
-const STRIPES: usize = 64;
-
 /// The cache of served documents and bindings.
 pub struct Documents {
     /// One shard, so one document may take the whole budget (quick_cache
@@ -442,17 +424,14 @@ impl Documents {
                 Default::default(),
             ),
             bindings: quick_cache::sync::Cache::new(100_000),
-            generations: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            generations: (0..LOCK_STRIPES).map(|_| Mutex::new(0)).collect(),
             public_url: public_url.to_string(),
             store,
         }
     }
 
     fn stripe(&self, name: &PackageName) -> &Mutex<u64> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        name.hash(&mut h);
-        &self.generations[(h.finish() as usize) % STRIPES]
+        &self.generations[crate::store::stripe(name)]
     }
 
     fn generation(&self, name: &PackageName) -> u64 {
@@ -611,7 +590,7 @@ mod tests {
         time.insert("created".into(), json!("2026-01-01T00:00:00.000Z"));
         time.insert("modified".into(), json!("2026-01-02T00:00:00.000Z"));
         time.insert("0.9.0".into(), json!("2025-12-31T00:00:00.000Z"));
-        let doc = Packument {
+        let doc = packument::Packument {
             id: name.to_string(),
             rev: "4-abc".into(),
             name: name.to_string(),

@@ -612,6 +612,12 @@ impl GitHub {
         })
     }
 
+    /// How long an answer is cached: `cache_ttl` when it found something,
+    /// `denied_cache_ttl` when it did not.
+    fn ttl_for(&self, found: bool) -> Duration {
+        if found { self.ttl } else { self.denied_ttl }
+    }
+
     /// Whether permissions are asked through the GitHub App.
     pub fn app_mode(&self) -> bool {
         self.app.is_some()
@@ -679,11 +685,7 @@ impl GitHub {
                         repo: r.repo(),
                     })
                     .filter(|a| a.permissions.pull);
-                let ttl = if found.is_some() {
-                    self.ttl
-                } else {
-                    self.denied_ttl
-                };
+                let ttl = self.ttl_for(found.is_some());
                 Ok((found, ttl))
             },
         )

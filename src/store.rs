@@ -88,7 +88,8 @@ pub struct PackageRecord {
 }
 
 impl PackageRecord {
-    /// The record of `doc`.
+    /// The record of `doc` (tests compare renderings through it).
+    #[cfg(test)]
     pub fn of(doc: &Packument) -> PackageRecord {
         PackageRecord {
             id: doc.id.clone(),
@@ -245,8 +246,9 @@ impl From<rusty_leveldb::Status> for StoreError {
 /// A raw LevelDB record.
 type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// How many stripes [`Store::lock`] hashes package names onto.
-const LOCK_STRIPES: usize = 64;
+/// How many stripes [`Store::lock`] (and the caches' generation counters)
+/// hash package names onto.
+pub const LOCK_STRIPES: usize = 64;
 
 /// The LevelDB-backed metadata store. Cheap to share behind an `Arc`.
 pub struct Store {
@@ -370,7 +372,9 @@ impl Store {
     }
 
     /// The whole packument (every manifest), or `None` if `name` was never
-    /// published.
+    /// published: what the store's tests read back. Serving renders from
+    /// [`Store::raw_packument`] instead.
+    #[cfg(test)]
     pub fn packument(&self, name: &PackageName) -> Result<Option<Packument>, StoreError> {
         let Some((record, manifests)) = self.raw_packument(name)? else {
             return Ok(None);
@@ -818,8 +822,8 @@ fn add_to_batch(
     Ok(())
 }
 
-/// The lock and generation stripe of `name`.
-fn stripe(name: &PackageName) -> usize {
+/// The lock and generation stripe of `name`, below [`LOCK_STRIPES`].
+pub fn stripe(name: &PackageName) -> usize {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     name.hash(&mut h);

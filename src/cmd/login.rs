@@ -37,11 +37,25 @@ fn callback_url(registry: &Registry) -> String {
     format!("{}-/v1/login/callback", registry.public_url)
 }
 
+/// The GitHub client that signs users in, when web login is configured
+/// (App mode with its OAuth client).
+fn signer(registry: &Registry) -> Option<&crate::github::GitHub> {
+    registry.auth.github().filter(|g| g.can_sign_in())
+}
+
+/// The page of a login step when web login is not configured.
+fn unavailable() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "web login is not available on this registry",
+    )
+}
+
 /// `POST /-/v1/login`: a new session and its two URLs. 404 when web login
 /// is not configured (npm then asks for a username and password, where a
 /// GitHub token still works); 429 when the address started too many.
 pub fn start(registry: &Registry, request: &Request) -> Result<Response, ApiError> {
-    if !registry.auth.github().is_some_and(|g| g.can_sign_in()) {
+    if signer(registry).is_none() {
         return Err(ApiError::not_found(
             "web login is not available on this registry (it needs auth.github.app.*): log in with your GitHub username and a GitHub token as the password",
         ));
@@ -74,11 +88,8 @@ pub fn start(registry: &Registry, request: &Request) -> Result<Response, ApiErro
 /// `GET /-/v1/login/session/{id}`: 302 to GitHub's authorize page, once
 /// per session; a page saying what is wrong otherwise.
 pub fn session(registry: &Registry, id: &str) -> Response {
-    let Some(github) = registry.auth.github().filter(|g| g.can_sign_in()) else {
-        return page(
-            StatusCode::NOT_FOUND,
-            "web login is not available on this registry",
-        );
+    let Some(github) = signer(registry) else {
+        return unavailable();
     };
     if !crate::login::is_id(id) {
         return failed(&LoginError::Unknown);
@@ -88,10 +99,7 @@ pub fn session(registry: &Registry, id: &str) -> Response {
         Err(e) => return failed(&e),
     };
     let Some(url) = github.authorize_url(&callback_url(registry), &state, &challenge) else {
-        return page(
-            StatusCode::NOT_FOUND,
-            "web login is not available on this registry",
-        );
+        return unavailable();
     };
     let mut response = Response::new(Vec::new().into());
     *response.status_mut() = StatusCode::FOUND;
@@ -112,11 +120,8 @@ pub async fn callback(registry: &Registry, request: &Request) -> Response {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     };
-    let Some(github) = registry.auth.github().filter(|g| g.can_sign_in()) else {
-        return page(
-            StatusCode::NOT_FOUND,
-            "web login is not available on this registry",
-        );
+    let Some(github) = signer(registry) else {
+        return unavailable();
     };
     let Some(state) = get("state").filter(|s| crate::login::is_id(s)) else {
         return failed(&LoginError::Unknown);

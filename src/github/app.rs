@@ -278,11 +278,7 @@ impl GitHub {
                 .repository(Bearer::new(&token), &path)
                 .await?
                 .map(|r| (r.repo(), r.private));
-            let ttl = if found.is_some() {
-                self.ttl
-            } else {
-                self.denied_ttl
-            };
+            let ttl = self.ttl_for(found.is_some());
             Ok((found, ttl))
         })
         .await?;
@@ -292,11 +288,7 @@ impl GitHub {
         let repo_id = current.id.unwrap_or_default();
         let granted = cached(&app.permissions, (user.id, repo_id), || async {
             let granted = self.collaborator(&token, &current, user).await?;
-            let ttl = if granted.is_some() {
-                self.ttl
-            } else {
-                self.denied_ttl
-            };
+            let ttl = self.ttl_for(granted.is_some());
             Ok((granted, ttl))
         })
         .await?;
@@ -339,11 +331,7 @@ impl GitHub {
                 }
                 Lookup::Denied(_) => None,
             };
-            let ttl = if found.is_some() {
-                self.ttl
-            } else {
-                self.denied_ttl
-            };
+            let ttl = self.ttl_for(found.is_some());
             Ok((found, ttl))
         })
         .await

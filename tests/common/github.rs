@@ -573,17 +573,7 @@ fn answer(state: &mut State, path: &str, auth: Option<&str>) -> Reply {
             None => {
                 if let Some(id) = state.redirects.get(&full) {
                     let url = format!("{}/repositories/{id}", state.base);
-                    let mut moved = respond(
-                        301,
-                        &json!({
-                            "message": "Moved Permanently",
-                            "url": url,
-                            "documentation_url": "https://docs.github.com/rest/guides/best-practices-for-using-the-rest-api#follow-redirects"
-                        }),
-                        4999,
-                    );
-                    moved.headers_mut().insert("location", url.parse().unwrap());
-                    return moved;
+                    return moved(&url);
                 }
                 None
             }
@@ -599,6 +589,22 @@ fn answer(state: &mut State, path: &str, auth: Option<&str>) -> Reply {
     };
     let owner_id = owner_id(&repo.owner);
     respond(200, &repo_json(repo, owner_id, Some(perm)), 4999)
+}
+
+/// GitHub's answer for a renamed or transferred repository's old name:
+/// 301 to `url` (`{api}/repositories/{id}...`), in `Location` and the body.
+fn moved(url: &str) -> Reply {
+    let mut reply = respond(
+        301,
+        &json!({
+            "message": "Moved Permanently",
+            "url": url,
+            "documentation_url": "https://docs.github.com/rest/guides/best-practices-for-using-the-rest-api#follow-redirects"
+        }),
+        4999,
+    );
+    reply.headers_mut().insert("location", url.parse().unwrap());
+    reply
 }
 
 /// What `login` may do on `repo`, every grant included.
@@ -947,13 +953,7 @@ fn app_api(
                 if !state.repos.contains_key(&full) {
                     if let Some(id) = state.redirects.get(&full) {
                         let url = format!("{}/repositories/{id}/installation", state.base);
-                        let mut moved = respond(
-                            301,
-                            &json!({"message": "Moved Permanently", "url": url}),
-                            4999,
-                        );
-                        moved.headers_mut().insert("location", url.parse().unwrap());
-                        return Some(moved);
+                        return Some(moved(&url));
                     }
                     return not_found(
                         "https://docs.github.com/rest/apps/apps#get-a-repository-installation-for-the-authenticated-app",
@@ -1087,13 +1087,7 @@ fn app_api(
                 .filter(|_| !state.repos.contains_key(&full))
             {
                 let url = format!("{}/repositories/{id}", state.base);
-                let mut moved = respond(
-                    301,
-                    &json!({"message": "Moved Permanently", "url": url}),
-                    4999,
-                );
-                moved.headers_mut().insert("location", url.parse().unwrap());
-                return Some(moved);
+                return Some(moved(&url));
             }
             match state.repos.get(&full).filter(|r| covered(state, r)) {
                 Some(repo) => Some(respond(
