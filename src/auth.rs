@@ -447,7 +447,7 @@ pub fn usable_token(record: &TokenRecord, now: u64, client: IpAddr) -> Result<()
 
 /// The decision for a request made with a registry token: `record` is the
 /// stored record (`None`: no such token), checked at `now` from `client` by
-/// [`TokenRecord::allows`]; a package bound elsewhere than the repository
+/// [`usable_token`] and [`TokenRecord::permits`]; a package bound elsewhere than the repository
 /// the token was issued for is refused too. Returns the record. A user's
 /// token is then decided by GitHub like any user ([`decide`]).
 pub fn decide_token(
@@ -461,7 +461,7 @@ pub fn decide_token(
     let record = known_token(record)?;
     usable_token(&record, now, client)?;
     record
-        .allows(package, action, now, client)
+        .permits(package, action)
         .map_err(ApiError::forbidden)?;
     if bound.is_none() && action != Action::Publish {
         return Err(hidden(package));

@@ -481,16 +481,17 @@ impl Store {
     /// (compared with `previous`, the packument it replaces; a
     /// [`Value::Null`] manifest was not loaded and stays as stored), and the
     /// removal of versions `doc` lacks. `binding`, when given, becomes the
-    /// package's GitHub repository in the same batch.
+    /// package's GitHub repository in the same batch. Returns the versions
+    /// it removed.
     pub fn commit(
         &self,
         name: &PackageName,
         previous: Option<&Packument>,
         doc: &Packument,
         binding: Option<&Repo>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Version>, StoreError> {
         let mut batch = WriteBatch::default();
-        add_to_batch(&mut batch, name, previous, doc)?;
+        let removed = add_to_batch(&mut batch, name, previous, doc)?;
         if let Some(repo) = binding {
             let json = serde_json::to_vec(repo)
                 .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
@@ -508,7 +509,7 @@ impl Store {
                 self.indexes.remove(name);
             }
         }
-        written
+        written.map(|()| removed)
     }
 
     /// Converts a database of the previous layout (`d/` documents, `r/`
@@ -757,13 +758,13 @@ struct RecordOf<'a> {
 /// Adds `doc`'s records to `batch` (see [`Store::commit`]): the package
 /// record, and what changed against `previous` of the version records,
 /// the tarball index and the version times. Keys are built only from
-/// versions that parse as [`Version`].
+/// versions that parse as [`Version`]. Returns the versions removed.
 fn add_to_batch(
     batch: &mut WriteBatch,
     name: &PackageName,
     previous: Option<&Packument>,
     doc: &Packument,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Version>, StoreError> {
     let package_time: Map<String, Value> = doc
         .time
         .iter()
@@ -784,11 +785,16 @@ fn add_to_batch(
     // Keys are built only from versions that parse; only what changed is
     // checked (and written), so an unchanged package costs no parsing.
     let valid = |v: &str| Version::parse(v).is_ok();
+    let mut removed = Vec::new();
     if let Some(previous) = previous {
         for v in previous.versions.keys() {
-            if !doc.versions.contains_key(v) && valid(v) {
+            if doc.versions.contains_key(v) {
+                continue;
+            }
+            if let Ok(version) = Version::parse(v) {
                 batch.delete(format!("V/{name}/{v}").as_bytes());
                 batch.delete(format!("t/{name}/{v}").as_bytes());
+                removed.push(version);
             }
         }
         for v in previous.time.keys() {
@@ -819,7 +825,7 @@ fn add_to_batch(
             .unwrap_or("");
         batch.put(format!("t/{name}/{v}").as_bytes(), shasum.as_bytes());
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// The lock and generation stripe of `name`, below [`LOCK_STRIPES`].

@@ -160,9 +160,10 @@ impl TokenRecord {
     }
 
     /// Whether the token may do `action` on `package` at `now` (Unix
-    /// seconds) from `client`: [`TokenRecord::usable`], limited to the
-    /// package, read-only tokens reading only, and an OIDC token reading or
-    /// publishing only. The error says why not.
+    /// seconds) from `client`: [`TokenRecord::usable`], then
+    /// [`TokenRecord::permits`]. The error says why not. (The dispatcher
+    /// calls the two apart, to answer 401 or 403.)
+    #[cfg(test)]
     pub fn allows(
         &self,
         package: &PackageName,
@@ -171,6 +172,13 @@ impl TokenRecord {
         client: IpAddr,
     ) -> Result<(), String> {
         self.usable(now, client)?;
+        self.permits(package, action)
+    }
+
+    /// Whether the token's limits let it do `action` on `package`: limited
+    /// to the package or its scope, read-only tokens reading only, and an
+    /// OIDC token reading or publishing only. The error says why not.
+    pub fn permits(&self, package: &PackageName, action: Action) -> Result<(), String> {
         if !self.packages.is_empty() && !self.packages.iter().any(|p| p == package.as_str()) {
             return Err(format!(
                 "the registry token is limited to {} and cannot be used on {package}",

@@ -88,26 +88,22 @@ pub async fn commit(
 ) -> Result<String, ApiError> {
     let store = registry.store.clone();
     let owned = name.clone();
-    let removed: Vec<Version> = previous
-        .iter()
-        .flat_map(|p| p.versions.keys())
-        .filter(|v| !doc.versions.contains_key(*v))
-        .filter_map(|v| Version::parse(v).ok())
-        .collect();
     let result = tokio::task::spawn_blocking(move || {
         store
             .commit(&owned, previous.as_ref(), &doc, binding.as_ref())
-            .map(|()| doc.rev)
+            .map(|removed| (doc.rev, removed))
     })
     .await;
-    // Whatever the outcome, what was cached may be stale now.
+    // Whatever the outcome, the cached documents may be stale now; the
+    // tarballs of versions the commit removed are gone.
     registry.documents.invalidate(name);
+    let (rev, removed) = result
+        .map_err(|e| ApiError::internal(format!("the commit did not finish: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     for version in &removed {
         registry.tarballs.remove(name, version);
     }
-    result
-        .map_err(|e| ApiError::internal(format!("the commit did not finish: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))
+    Ok(rev)
 }
 
 /// Runs `parse` on the blocking pool, at most [`PARSE_SLOTS`] at once, so
