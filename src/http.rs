@@ -164,10 +164,7 @@ async fn authorize(
     route: &Route,
 ) -> Result<Option<Access>, ApiError> {
     if route.needs_user() {
-        let registry_token = match registry.auth {
-            crate::auth::Auth::None => None,
-            crate::auth::Auth::Github(_) => cmd::registry_token(registry, request)?,
-        };
+        let registry_token = cmd::registry_token(registry, request)?;
         let (identity, token) = registry
             .auth
             .identify(&request.credentials, request.client, registry_token)
@@ -183,13 +180,11 @@ async fn authorize(
     let Some((name, action)) = route.package() else {
         return Ok(None);
     };
-    let (binding, registry_token) = match registry.auth {
-        crate::auth::Auth::None => (None, None),
-        crate::auth::Auth::Github(_) => (
-            cmd::binding(registry, name)?,
-            cmd::registry_token(registry, request)?,
-        ),
+    let binding = match registry.auth {
+        crate::auth::Auth::None => None,
+        crate::auth::Auth::Github(_) => cmd::binding(registry, name)?,
     };
+    let registry_token = cmd::registry_token(registry, request)?;
     let access = registry
         .auth
         .authorize(

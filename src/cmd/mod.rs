@@ -158,10 +158,11 @@ pub async fn rebind(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// When the request's credentials are a registry token (`nmr_...`), its
-/// stored record (`Some(None)`: no such token); `None` for other
-/// credentials. A found token's use is recorded (`l/{hash}`), at most once
-/// a minute per token, off the request's path.
+/// When the request's credentials are a registry token (`nmr_...`) and
+/// nmr runs under GitHub authorization, its stored record (`Some(None)`:
+/// no such token); `None` otherwise (`auth.type = "none"` ignores every
+/// token). A found token's use is recorded (`l/{hash}`), at most once a
+/// minute per token, off the request's path.
 pub fn registry_token(
     registry: &Registry,
     request: &Request,
@@ -169,6 +170,9 @@ pub fn registry_token(
     let Ok(Some(c)) = &request.credentials else {
         return Ok(None);
     };
+    if registry.auth.github().is_none() {
+        return Ok(None);
+    }
     if !crate::tokens::is_registry_token(c.token()) {
         return Ok(None);
     }
