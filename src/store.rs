@@ -5,9 +5,11 @@
 //! record, which is constant in size, so a publish's byte volume does not
 //! grow with the versions the package already has. The served documents
 //! are derived data, rendered on demand and cached in memory by
-//! `src/documents.rs`; the write path's view of a package's versions (the
-//! live ones and every publish time) is cached in memory too, and built by
-//! two scans of small records on a miss.
+//! `src/documents.rs`. A publish reads a constant part of the package
+//! ([`Store::publish_view`]) and writes four records
+//! ([`Store::commit_publish`]); the other writes and rendering use the
+//! package's version index (the live versions and every publish time),
+//! cached in memory and built by two scans of small records on a miss.
 //!
 //! Keys (all names validated by [`PackageName`], versions by [`Version`]):
 //!
@@ -151,31 +153,56 @@ struct StoredRecord {
 
 /// A package's versions: the live ones in publish order (from `t/`) and
 /// every version's publish time, tombstones included (from `T/`), in
-/// publish order.
-#[derive(Debug, Clone, PartialEq)]
+/// publish order. Entries are shared (`Arc<str>`), so the index after a
+/// publish is the one before plus an entry, not a copy of every string.
+#[derive(Debug, Clone, PartialEq, Default)]
 struct Index {
-    versions: Vec<String>,
-    times: Vec<(String, Value)>,
+    versions: Vec<Arc<str>>,
+    times: Vec<(Arc<str>, Arc<str>)>,
 }
 
 impl Index {
     fn of(doc: &Packument) -> Index {
         Index {
-            versions: doc.versions.keys().cloned().collect(),
-            times: doc
-                .time
-                .iter()
-                .filter(|(k, _)| !is_package_time(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
+            versions: doc.versions.keys().map(|v| Arc::from(v.as_str())).collect(),
+            times: version_times(doc)
+                .map(|(k, at)| (Arc::from(k), Arc::from(at)))
                 .collect(),
         }
     }
 
     fn weight(&self) -> u64 {
-        let versions: usize = self.versions.iter().map(|v| v.len() + 24).sum();
-        let times: usize = self.times.iter().map(|(k, _)| k.len() + 64).sum();
-        (versions + times + 64) as u64
+        // An estimate: each entry's text plus its share of the vectors and
+        // `Arc` headers; adding it up is cheap next to what a miss costs.
+        (self.versions.len() * 48 + self.times.len() * 96 + 64) as u64
     }
+
+    /// The `time` map of a packument: `created` and `modified` from the
+    /// package record, each version's publish time, then `unpublished`.
+    fn time_map(&self, stored: &Map<String, Value>) -> Map<String, Value> {
+        let mut time = Map::with_capacity(self.times.len() + 3);
+        for key in ["created", "modified"] {
+            if let Some(v) = stored.get(key) {
+                time.insert(key.into(), v.clone());
+            }
+        }
+        for (k, at) in &self.times {
+            time.insert(String::from(&**k), Value::String(String::from(&**at)));
+        }
+        if let Some(v) = stored.get("unpublished") {
+            time.insert("unpublished".into(), v.clone());
+        }
+        time
+    }
+}
+
+/// The per-version entries of `doc.time` (every key but `created`,
+/// `modified` and `unpublished`), in order, as stored in `T/`.
+fn version_times(doc: &Packument) -> impl Iterator<Item = (&str, &str)> {
+    doc.time
+        .iter()
+        .filter(|(k, _)| !is_package_time(k))
+        .map(|(k, at)| (k.as_str(), at.as_str().unwrap_or_default()))
 }
 
 /// Weighs a cached index by its size.
@@ -190,25 +217,13 @@ impl quick_cache::Weighter<PackageName, Arc<Index>> for IndexWeight {
 
 /// The record and index of a package as a [`PackageRecord`].
 fn assemble(stored: StoredRecord, index: &Index) -> PackageRecord {
-    let mut time = Map::new();
-    for key in ["created", "modified"] {
-        if let Some(v) = stored.time.get(key) {
-            time.insert(key.into(), v.clone());
-        }
-    }
-    for (k, v) in &index.times {
-        time.insert(k.clone(), v.clone());
-    }
-    if let Some(v) = stored.time.get("unpublished") {
-        time.insert("unpublished".into(), v.clone());
-    }
     PackageRecord {
+        time: index.time_map(&stored.time),
         id: stored.id,
         rev: stored.rev,
         name: stored.name,
         dist_tags: stored.dist_tags,
-        versions: index.versions.clone(),
-        time,
+        versions: index.versions.iter().map(|v| String::from(&**v)).collect(),
         maintainers: stored.maintainers,
         readme: stored.readme,
     }
@@ -329,24 +344,21 @@ impl Store {
             .map(|(k, _)| String::from_utf8_lossy(&k[live.len()..]).into_owned())
             .collect();
         let timed = format!("T/{name}/");
-        let mut times: Vec<(String, Value)> = self
+        let mut times: Vec<(Arc<str>, Arc<str>)> = self
             .scan(timed.as_bytes())?
             .into_iter()
             .map(|(k, v)| {
-                let version = String::from_utf8_lossy(&k[timed.len()..]).into_owned();
-                (
-                    version,
-                    Value::String(String::from_utf8_lossy(&v).into_owned()),
-                )
+                let version = String::from_utf8_lossy(&k[timed.len()..]);
+                (Arc::from(version), Arc::from(String::from_utf8_lossy(&v)))
             })
             .collect();
         // Publish order: by publish time (ISO 8601 sorts as text), then
         // by the version for versions published in the same millisecond.
-        times.sort_by(|a, b| (a.1.as_str(), &a.0).cmp(&(b.1.as_str(), &b.0)));
+        times.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
         let order: std::collections::HashMap<&str, usize> = times
             .iter()
             .enumerate()
-            .map(|(i, (v, _))| (v.as_str(), i))
+            .map(|(i, (v, _))| (&**v, i))
             .collect();
         versions.sort_by_key(|v| {
             (
@@ -354,6 +366,7 @@ impl Store {
                 v.clone(),
             )
         });
+        let versions = versions.into_iter().map(Arc::from).collect();
         let index = Arc::new(Index { versions, times });
         let current = self.generations[stripe(name)]
             .lock()
@@ -425,24 +438,41 @@ impl Store {
         name: &PackageName,
         wanted: &[&str],
     ) -> Result<Option<Packument>, StoreError> {
-        let Some(record) = self.record(name)? else {
+        let Some(stored) = self.stored_record(name)? else {
             return Ok(None);
         };
-        let latest = record.dist_tags.get("latest").cloned();
-        let mut load: Vec<String> = Vec::new();
-        for v in wanted.iter().copied().chain(latest.as_deref()) {
-            if !load.iter().any(|l| l == v) && record.versions.iter().any(|have| have == v) {
-                load.push(v.to_string());
+        let index = self.index(name)?;
+        let latest = stored.dist_tags.get("latest").map(String::as_str);
+        let mut loaded: Vec<(&str, Value)> = Vec::new();
+        for v in wanted.iter().copied().chain(latest) {
+            if !loaded.iter().any(|(l, _)| *l == v)
+                && index.versions.iter().any(|have| &**have == v)
+            {
+                let manifest = self
+                    .manifest(name, v)?
+                    .ok_or_else(|| StoreError(format!("the manifest of {name}@{v} is missing")))?;
+                loaded.push((v, manifest));
             }
         }
-        let mut manifests = std::collections::HashMap::new();
-        for v in load {
-            let manifest = self
-                .manifest(name, &v)?
-                .ok_or_else(|| StoreError(format!("the manifest of {name}@{v} is missing")))?;
-            manifests.insert(v, manifest);
+        let mut versions = Map::with_capacity(index.versions.len());
+        for v in &index.versions {
+            let manifest = match loaded.iter().position(|(l, _)| *l == &**v) {
+                Some(i) => loaded.swap_remove(i).1,
+                None => Value::Null,
+            };
+            versions.insert(String::from(&**v), manifest);
         }
-        Ok(Some(record.into_packument(|v| manifests.remove(v))))
+        let time = index.time_map(&stored.time);
+        Ok(Some(Packument {
+            id: stored.id,
+            rev: stored.rev,
+            name: stored.name,
+            dist_tags: stored.dist_tags,
+            versions,
+            time,
+            maintainers: stored.maintainers,
+            readme: stored.readme,
+        }))
     }
 
     /// The GitHub repository `name` is bound to, if any.
@@ -477,21 +507,26 @@ impl Store {
     }
 
     /// Commits `doc` as `name`'s packument in one synced write batch:
-    /// the package record, the records of versions `doc` adds or changes
-    /// (compared with `previous`, the packument it replaces; a
-    /// [`Value::Null`] manifest was not loaded and stays as stored), and the
-    /// removal of versions `doc` lacks. `binding`, when given, becomes the
-    /// package's GitHub repository in the same batch. Returns the versions
-    /// it removed.
+    /// the package record, and what `doc` changes against what is stored
+    /// (the caller holds [`Store::lock`]): the records of versions it adds
+    /// or changes (a [`Value::Null`] manifest was not loaded and stays as
+    /// stored), and the removal of versions it lacks. `binding`, when
+    /// given, becomes the package's GitHub repository in the same batch.
+    /// Returns the versions it removed.
+    ///
+    /// A publish compares only what it appends: the versions and times
+    /// before it are compared as a prefix, without hashing or copying, and
+    /// the new index shares the old one's entries.
     pub fn commit(
         &self,
         name: &PackageName,
-        previous: Option<&Packument>,
         doc: &Packument,
         binding: Option<&Repo>,
     ) -> Result<Vec<Version>, StoreError> {
+        let before = self.index(name)?;
         let mut batch = WriteBatch::default();
-        let removed = add_to_batch(&mut batch, name, previous, doc)?;
+        let (removed, index) =
+            add_to_batch(&mut batch, name, &before, doc, |v| self.manifest(name, v))?;
         if let Some(repo) = binding {
             let json = serde_json::to_vec(repo)
                 .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
@@ -504,12 +539,147 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner());
         *generation += 1;
         match written {
-            Ok(()) => self.indexes.insert(name.clone(), Arc::new(Index::of(doc))),
+            Ok(()) => self.indexes.insert(name.clone(), Arc::new(index)),
             Err(_) => {
                 self.indexes.remove(name);
             }
         }
         written.map(|()| removed)
+    }
+
+    /// The part of `name`'s packument that a publish of `version` reads
+    /// (`packument::publish`), or `None` if `name` was never published:
+    /// the package record (tags, `created`, `modified`, the tombstone of a
+    /// full unpublish, maintainers); `latest`'s manifest and time; and every
+    /// stored version that equals `version` up to build metadata (its
+    /// precedence twins, `version` itself included, live or unpublished)
+    /// with its time and, if live, its manifest. The twins' `T/` keys are
+    /// adjacent (`+` sorts before `-`, `.` and digits), so this is a few
+    /// lookups and one short scan however many versions the package has.
+    ///
+    /// The other versions are left out, so commit the result with
+    /// [`Store::commit_publish`], never [`Store::commit`] (which would take
+    /// them as removed).
+    pub fn publish_view(
+        &self,
+        name: &PackageName,
+        version: &Version,
+    ) -> Result<Option<Packument>, StoreError> {
+        let Some(stored) = self.stored_record(name)? else {
+            return Ok(None);
+        };
+        let core = version.as_str().split('+').next().unwrap_or_default();
+        let time_of = |v: &str| {
+            self.with_db(|db| Ok(db.get(format!("T/{name}/{v}").as_bytes())))
+                .map(|at| at.map(|at| String::from_utf8_lossy(&at).into_owned()))
+        };
+        let mut related: Vec<(String, String)> = Vec::new();
+        if let Some(at) = time_of(core)? {
+            related.push((core.to_string(), at));
+        }
+        let builds = format!("T/{name}/{core}+");
+        let prefix = format!("T/{name}/").len();
+        for (k, at) in self.scan(builds.as_bytes())? {
+            related.push((
+                String::from_utf8_lossy(&k[prefix..]).into_owned(),
+                String::from_utf8_lossy(&at).into_owned(),
+            ));
+        }
+        if let Some(latest) = stored.dist_tags.get("latest")
+            && !related.iter().any(|(v, _)| v == latest)
+            && let Some(at) = time_of(latest)?
+        {
+            related.push((latest.clone(), at));
+        }
+        // Publish order, as [`Store::index`] orders a scan.
+        related.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        let mut versions = Map::new();
+        let mut time = Map::new();
+        for key in ["created", "modified"] {
+            if let Some(v) = stored.time.get(key) {
+                time.insert(key.into(), v.clone());
+            }
+        }
+        for (v, at) in related {
+            if let Some(manifest) = self.manifest(name, &v)? {
+                versions.insert(v.clone(), manifest);
+            }
+            time.insert(v, Value::String(at));
+        }
+        if let Some(v) = stored.time.get("unpublished") {
+            time.insert("unpublished".into(), v.clone());
+        }
+        Ok(Some(Packument {
+            id: stored.id,
+            rev: stored.rev,
+            name: stored.name,
+            dist_tags: stored.dist_tags,
+            versions,
+            time,
+            maintainers: stored.maintainers,
+            readme: stored.readme,
+        }))
+    }
+
+    /// Commits the publish of `version`: `doc` is what `packument::publish`
+    /// made of a [`Store::publish_view`]. One synced batch holds the package
+    /// record and `version`'s manifest, tarball index entry and publish
+    /// time, and `binding` when given: nothing else is read or written, so
+    /// its cost does not depend on the package's size. A cached index gains
+    /// the version in place.
+    pub fn commit_publish(
+        &self,
+        name: &PackageName,
+        doc: &Packument,
+        version: &Version,
+        binding: Option<&Repo>,
+    ) -> Result<(), StoreError> {
+        let v = version.as_str();
+        let missing = || {
+            StoreError(format!(
+                "the publish of {name}@{v} lacks its manifest or time"
+            ))
+        };
+        let manifest = doc.versions.get(v).ok_or_else(missing)?;
+        let at = doc
+            .time
+            .get(v)
+            .and_then(Value::as_str)
+            .ok_or_else(missing)?;
+        let time_key = format!("T/{name}/{v}");
+        // A number reused after an unpublish (`allow_previous_version`)
+        // moves in publish order: the cached index then goes.
+        let reused = self
+            .with_db(|db| Ok(db.get(time_key.as_bytes())))?
+            .is_some();
+        let mut batch = WriteBatch::default();
+        batch.put(format!("P/{name}").as_bytes(), &record_of(name, doc)?);
+        put_version(&mut batch, name, v, manifest)?;
+        batch.put(time_key.as_bytes(), at.as_bytes());
+        if let Some(repo) = binding {
+            let json = serde_json::to_vec(repo)
+                .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
+            batch.put(format!("b/{name}").as_bytes(), &json);
+        }
+        let written = self.with_db(|db| Ok(db.write(batch, true)?));
+        let mut generation = self.generations[stripe(name)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *generation += 1;
+        // The cached index, unless a reader holds it too, gains the
+        // version where a scan would put it (last, unless the clock went
+        // back); otherwise it goes and the next reader scans.
+        if let Some((key, mut index)) = self.indexes.remove(name)
+            && written.is_ok()
+            && !reused
+            && let Some(index_mut) = Arc::get_mut(&mut index)
+            && index_mut.times.last().is_none_or(|(_, last)| &**last <= at)
+        {
+            index_mut.versions.push(Arc::from(v));
+            index_mut.times.push((Arc::from(v), Arc::from(at)));
+            self.indexes.insert(key, index);
+        }
+        written
     }
 
     /// Converts a database of the previous layout (`d/` documents, `r/`
@@ -544,7 +714,7 @@ impl Store {
                 }
             }
             let mut batch = WriteBatch::default();
-            add_to_batch(&mut batch, &name, None, &doc)?;
+            add_to_batch(&mut batch, &name, &Index::default(), &doc, |_| Ok(None))?;
             batch.delete(&key);
             for form in ["full", "full.gz", "abbr", "abbr.gz"] {
                 batch.delete(format!("r/{form}/{name}").as_bytes());
@@ -755,23 +925,15 @@ struct RecordOf<'a> {
     readme: Option<&'a str>,
 }
 
-/// Adds `doc`'s records to `batch` (see [`Store::commit`]): the package
-/// record, and what changed against `previous` of the version records,
-/// the tarball index and the version times. Keys are built only from
-/// versions that parse as [`Version`]. Returns the versions removed.
-fn add_to_batch(
-    batch: &mut WriteBatch,
-    name: &PackageName,
-    previous: Option<&Packument>,
-    doc: &Packument,
-) -> Result<Vec<Version>, StoreError> {
+/// The package record of `doc` as stored under `P/{name}`.
+fn record_of(name: &PackageName, doc: &Packument) -> Result<Vec<u8>, StoreError> {
     let package_time: Map<String, Value> = doc
         .time
         .iter()
         .filter(|(k, _)| is_package_time(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let record = serde_json::to_vec(&RecordOf {
+    serde_json::to_vec(&RecordOf {
         id: &doc.id,
         rev: &doc.rev,
         name: &doc.name,
@@ -780,15 +942,60 @@ fn add_to_batch(
         maintainers: &doc.maintainers,
         readme: doc.readme.as_deref(),
     })
-    .map_err(|e| StoreError(format!("cannot serialise {name}: {e}")))?;
-    batch.put(format!("P/{name}").as_bytes(), &record);
+    .map_err(|e| StoreError(format!("cannot serialise {name}: {e}")))
+}
+
+/// The `V/` and `t/` records of `name@v` with `manifest`.
+fn put_version(
+    batch: &mut WriteBatch,
+    name: &PackageName,
+    v: &str,
+    manifest: &Value,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(manifest)
+        .map_err(|e| StoreError(format!("cannot serialise {name}@{v}: {e}")))?;
+    batch.put(format!("V/{name}/{v}").as_bytes(), &json);
+    let shasum = manifest
+        .pointer("/dist/shasum")
+        .and_then(|s| s.as_str())
+        .unwrap_or("");
+    batch.put(format!("t/{name}/{v}").as_bytes(), shasum.as_bytes());
+    Ok(())
+}
+
+/// Adds `doc`'s records to `batch` (see [`Store::commit`]): the package
+/// record, and what changed against `before` (the stored index; `stored`
+/// reads a stored manifest) of the version records, the tarball index and
+/// the version times. Keys are built only from versions that parse as
+/// [`Version`]. Returns the versions removed and the index after.
+fn add_to_batch(
+    batch: &mut WriteBatch,
+    name: &PackageName,
+    before: &Index,
+    doc: &Packument,
+    stored: impl Fn(&str) -> Result<Option<Value>, StoreError>,
+) -> Result<(Vec<Version>, Index), StoreError> {
+    batch.put(format!("P/{name}").as_bytes(), &record_of(name, doc)?);
     // Keys are built only from versions that parse; only what changed is
     // checked (and written), so an unchanged package costs no parsing.
     let valid = |v: &str| Version::parse(v).is_ok();
+
+    // Versions. The common case appends: what was stored is a prefix.
+    let appended = doc.versions.len() >= before.versions.len()
+        && doc
+            .versions
+            .keys()
+            .zip(&before.versions)
+            .all(|(v, had)| v.as_str() == &**had);
     let mut removed = Vec::new();
-    if let Some(previous) = previous {
-        for v in previous.versions.keys() {
-            if doc.versions.contains_key(v) {
+    let had: std::collections::HashSet<&str> = if appended {
+        Default::default()
+    } else {
+        before.versions.iter().map(|v| &**v).collect()
+    };
+    if !appended {
+        for v in &before.versions {
+            if doc.versions.contains_key(&**v) {
                 continue;
             }
             if let Ok(version) = Version::parse(v) {
@@ -797,35 +1004,70 @@ fn add_to_batch(
                 removed.push(version);
             }
         }
-        for v in previous.time.keys() {
-            if !doc.time.contains_key(v) && !is_package_time(v) && valid(v) {
-                batch.delete(format!("T/{name}/{v}").as_bytes());
+    }
+    for (i, (v, manifest)) in doc.versions.iter().enumerate() {
+        if manifest.is_null() || !valid(v) {
+            continue;
+        }
+        let new = if appended {
+            i >= before.versions.len()
+        } else {
+            !had.contains(v.as_str())
+        };
+        if !new && stored(v)?.as_ref() == Some(manifest) {
+            continue;
+        }
+        put_version(batch, name, v, manifest)?;
+    }
+
+    // Publish times, the same way.
+    let times_appended = {
+        let mut times = version_times(doc);
+        before.times.iter().all(|(k, at)| {
+            times
+                .next()
+                .is_some_and(|(v, when)| v == &**k && when == &**at)
+        })
+    };
+    if times_appended {
+        for (v, at) in version_times(doc).skip(before.times.len()) {
+            if valid(v) {
+                batch.put(format!("T/{name}/{v}").as_bytes(), at.as_bytes());
+            }
+        }
+    } else {
+        let had: std::collections::HashMap<&str, &str> =
+            before.times.iter().map(|(k, at)| (&**k, &**at)).collect();
+        for (k, _) in &before.times {
+            if !doc.time.contains_key(&**k) && valid(k) {
+                batch.delete(format!("T/{name}/{k}").as_bytes());
+            }
+        }
+        for (v, at) in version_times(doc) {
+            if had.get(v) != Some(&at) && valid(v) {
+                batch.put(format!("T/{name}/{v}").as_bytes(), at.as_bytes());
             }
         }
     }
-    for (v, at) in &doc.time {
-        if previous.and_then(|p| p.time.get(v)) != Some(at) && !is_package_time(v) && valid(v) {
-            let at = at.as_str().unwrap_or_default();
-            batch.put(format!("T/{name}/{v}").as_bytes(), at.as_bytes());
-        }
-    }
-    for (v, manifest) in &doc.versions {
-        if manifest.is_null() || previous.and_then(|p| p.versions.get(v)) == Some(manifest) {
-            continue;
-        }
-        if !valid(v) {
-            continue;
-        }
-        let json = serde_json::to_vec(manifest)
-            .map_err(|e| StoreError(format!("cannot serialise {name}@{v}: {e}")))?;
-        batch.put(format!("V/{name}/{v}").as_bytes(), &json);
-        let shasum = manifest
-            .pointer("/dist/shasum")
-            .and_then(|s| s.as_str())
-            .unwrap_or("");
-        batch.put(format!("t/{name}/{v}").as_bytes(), shasum.as_bytes());
-    }
-    Ok(removed)
+
+    let index = if appended && times_appended {
+        let mut index = before.clone();
+        index.versions.extend(
+            doc.versions
+                .keys()
+                .skip(before.versions.len())
+                .map(|v| Arc::from(v.as_str())),
+        );
+        index.times.extend(
+            version_times(doc)
+                .skip(before.times.len())
+                .map(|(k, at)| (Arc::from(k), Arc::from(at))),
+        );
+        index
+    } else {
+        Index::of(doc)
+    };
+    Ok((removed, index))
 }
 
 /// The lock and generation stripe of `name`, below [`LOCK_STRIPES`].
@@ -940,9 +1182,10 @@ pub mod testing {
     /// Publishes `name@v` into `store` as the publish command would (the
     /// rule, then a commit): the packument as committed.
     pub fn publish(store: &Store, name: &PackageName, v: &str, readme: Option<&str>) -> Packument {
-        let previous = store.package(name, &[v]).unwrap();
+        let version = Version::parse(v).unwrap();
+        let previous = store.publish_view(name, &version).unwrap();
         let new = NewVersion {
-            version: Version::parse(v).unwrap(),
+            version: version.clone(),
             manifest: json!({"name": name.as_str(), "version": v, "description": "d"})
                 .as_object()
                 .unwrap()
@@ -959,18 +1202,12 @@ pub mod testing {
                 has_shrinkwrap: false,
             },
         };
-        let PublishOutcome::Published(doc) = packument::publish(
-            previous.clone(),
-            name,
-            new,
-            "alice",
-            chrono::Utc::now(),
-            false,
-        )
-        .unwrap() else {
+        let PublishOutcome::Published(doc) =
+            packument::publish(previous, name, new, "alice", chrono::Utc::now(), false).unwrap()
+        else {
             panic!("{name}@{v} was already published")
         };
-        store.commit(name, previous.as_ref(), &doc, None).unwrap();
+        store.commit_publish(name, &doc, &version, None).unwrap();
         *doc
     }
 }
@@ -1008,14 +1245,17 @@ mod tests {
         let doc = publish(&store, &name, "1.2.0");
         assert_eq!(record_size(), first, "the package record does not grow");
         let full = store.packument(&name).unwrap().unwrap();
-        assert!(
-            doc.versions["1.0.0"].is_null(),
-            "the write loaded what it needed"
+        assert_eq!(
+            doc.versions.keys().collect::<Vec<_>>(),
+            ["1.1.0", "1.2.0"],
+            "the publish read latest and its own version only"
         );
         assert_eq!(full.versions.len(), 3);
         assert!(full.versions.values().all(|m| m.is_object()));
         assert_eq!(full.versions["1.2.0"], doc.versions["1.2.0"]);
-        assert_eq!((&full.rev, &full.time), (&doc.rev, &doc.time));
+        assert_eq!(full.rev, doc.rev);
+        assert_eq!(full.time["1.2.0"], doc.time["1.2.0"]);
+        assert_eq!(full.time.len(), 5, "created, modified and three versions");
         assert_eq!(
             store.tarball_shasum(&name, &v("1.1.0")).as_deref(),
             Some("sha-1.1.0")
@@ -1028,6 +1268,163 @@ mod tests {
         assert_eq!(partial.versions["1.2.0"]["version"], "1.2.0", "latest");
         let record = store.record(&name).unwrap().unwrap();
         assert_eq!(record.versions, ["1.0.0", "1.1.0", "1.2.0"]);
+    }
+
+    /// The keys a commit of `doc` would write (`+key`) and delete (`-key`).
+    fn batch_keys(store: &Store, name: &PackageName, doc: &Packument) -> Vec<String> {
+        let mut batch = WriteBatch::default();
+        let before = store.index(name).unwrap();
+        add_to_batch(&mut batch, name, &before, doc, |v| store.manifest(name, v)).unwrap();
+        let mut keys: Vec<String> = batch
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "{}{}",
+                    if v.is_some() { "+" } else { "-" },
+                    String::from_utf8_lossy(k)
+                )
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn a_commit_writes_what_changed_and_its_index_equals_a_fresh_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let name = PackageName::parse("@acme/widget").unwrap();
+        for version in ["1.0.0", "1.1.0", "1.2.0"] {
+            publish(&store, &name, version);
+        }
+        let fresh = |store: &Store| {
+            let cached = store.index(&name).unwrap();
+            store.indexes.remove(&name);
+            assert_eq!(*store.index(&name).unwrap(), *cached, "cached index = scan");
+        };
+        fresh(&store);
+        // A publish: its three records and the package record, nothing else.
+        let previous = store.package(&name, &["1.3.0"]).unwrap().unwrap();
+        let mut next = previous.clone();
+        next.versions
+            .insert("1.3.0".into(), json!({"dist": {"shasum": "s"}}));
+        next.time
+            .insert("1.3.0".into(), json!("2026-12-01T00:00:00.000Z"));
+        assert_eq!(
+            batch_keys(&store, &name, &next),
+            [
+                "+P/@acme/widget",
+                "+T/@acme/widget/1.3.0",
+                "+V/@acme/widget/1.3.0",
+                "+t/@acme/widget/1.3.0"
+            ]
+        );
+        // A dist-tag change: the package record only.
+        let mut tagged = previous.clone();
+        tagged.dist_tags.insert("beta".into(), "1.1.0".into());
+        assert_eq!(batch_keys(&store, &name, &tagged), ["+P/@acme/widget"]);
+        // Unpublishing a middle version: its manifest and tarball entry go,
+        // its time stays; then a publish appends to the shorter list.
+        let mut doc = store.package(&name, &[]).unwrap().unwrap();
+        packument::unpublish_versions(
+            &mut doc,
+            &["1.0.0".into(), "1.2.0".into()],
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        assert_eq!(
+            batch_keys(&store, &name, &doc),
+            [
+                "+P/@acme/widget",
+                "-V/@acme/widget/1.1.0",
+                "-t/@acme/widget/1.1.0"
+            ]
+        );
+        assert_eq!(store.commit(&name, &doc, None).unwrap(), [v("1.1.0")]);
+        fresh(&store);
+        publish(&store, &name, "1.4.0");
+        fresh(&store);
+        assert_eq!(
+            store.record(&name).unwrap().unwrap().versions,
+            ["1.0.0", "1.2.0", "1.4.0"]
+        );
+    }
+
+    #[test]
+    fn a_publish_view_holds_latest_and_the_versions_equal_up_to_build_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let name = PackageName::parse("@acme/widget").unwrap();
+        for version in [
+            "1.0.0",
+            "1.0.0-beta",
+            "1.0.1",
+            "1.0.10",
+            "2.0.0+old",
+            "1.1.0",
+        ] {
+            publish(&store, &name, version);
+        }
+        let view = store.publish_view(&name, &v("1.0.0+new")).unwrap().unwrap();
+        let loaded = |view: &Packument| {
+            let mut versions: Vec<&str> = view.versions.keys().map(String::as_str).collect();
+            versions.sort();
+            versions.join(" ")
+        };
+        assert_eq!(loaded(&view), "1.0.0 1.1.0");
+        let view = store.publish_view(&name, &v("2.0.0")).unwrap().unwrap();
+        assert_eq!(loaded(&view), "1.1.0 2.0.0+old");
+        let err = publish_err(&store, &name, "1.0.0+new");
+        assert!(err.contains("is 1.0.0 with other build metadata"), "{err}");
+        let err = publish_err(&store, &name, "2.0.0");
+        assert!(
+            err.contains("is 2.0.0+old with other build metadata"),
+            "{err}"
+        );
+        // An unpublished number keeps its time, so it cannot come back.
+        let mut doc = store.package(&name, &[]).unwrap().unwrap();
+        let keep: Vec<String> = ["1.0.0-beta", "1.0.1", "1.0.10", "2.0.0+old", "1.1.0"]
+            .map(String::from)
+            .into();
+        packument::unpublish_versions(&mut doc, &keep, chrono::Utc::now()).unwrap();
+        store.commit(&name, &doc, None).unwrap();
+        let view = store.publish_view(&name, &v("1.0.0")).unwrap().unwrap();
+        assert!(view.time.contains_key("1.0.0") && !view.versions.contains_key("1.0.0"));
+        let err = publish_err(&store, &name, "1.0.0");
+        assert!(err.contains("was unpublished"), "{err}");
+        assert!(
+            store
+                .publish_view(&name, &v("9.0.0"))
+                .unwrap()
+                .unwrap()
+                .versions
+                .len()
+                == 1
+        );
+    }
+
+    /// The publish rule's refusal of `name@version` on its publish view.
+    fn publish_err(store: &Store, name: &PackageName, version: &str) -> String {
+        let version = v(version);
+        let view = store.publish_view(name, &version).unwrap();
+        let new = packument::NewVersion {
+            version,
+            manifest: Map::new(),
+            tags: vec![],
+            readme: None,
+            trusted_publisher: None,
+            dist: packument::DistInfo {
+                shasum: "s".into(),
+                integrity: "sha512-other".into(),
+                file_count: 1,
+                unpacked_size: 1,
+                has_install_script: false,
+                has_shrinkwrap: false,
+            },
+        };
+        packument::publish(view, name, new, "alice", chrono::Utc::now(), false)
+            .expect_err("refused")
+            .message
     }
 
     #[test]
@@ -1069,11 +1466,19 @@ mod tests {
         let name = PackageName::parse("@acme/widget").unwrap();
         publish(&store, &name, "1.0.0");
         publish(&store, &name, "1.1.0");
-        let previous = store.package(&name, &["1.0.0"]).unwrap().unwrap();
-        let mut doc = previous.clone();
+        let mut doc = store.package(&name, &["1.0.0"]).unwrap().unwrap();
         let body = json!({"1.0.0": {"deprecated": "old"}});
         assert!(packument::deprecate(&mut doc, body.as_object().unwrap()).unwrap());
-        store.commit(&name, Some(&previous), &doc, None).unwrap();
+        assert_eq!(
+            batch_keys(&store, &name, &doc),
+            [
+                "+P/@acme/widget",
+                "+V/@acme/widget/1.0.0",
+                "+t/@acme/widget/1.0.0"
+            ],
+            "the latest manifest was loaded too, and is unchanged"
+        );
+        store.commit(&name, &doc, None).unwrap();
         let full = store.packument(&name).unwrap().unwrap();
         assert_eq!(full.versions["1.0.0"]["deprecated"], "old");
         assert_eq!(full.versions["1.1.0"]["version"], "1.1.0", "kept as stored");
@@ -1086,10 +1491,9 @@ mod tests {
         let name = PackageName::parse("@acme/widget").unwrap();
         publish(&store, &name, "1.0.0");
         publish(&store, &name, "1.1.0");
-        let before = store.package(&name, &[]).unwrap().unwrap();
-        let mut after = before.clone();
+        let mut after = store.package(&name, &[]).unwrap().unwrap();
         packument::unpublish_all(&mut after, chrono::Utc::now());
-        store.commit(&name, Some(&before), &after, None).unwrap();
+        store.commit(&name, &after, None).unwrap();
         let doc = store.packument(&name).unwrap().unwrap();
         assert!(doc.is_empty() && doc.time.contains_key("unpublished"));
         assert!(store.manifest(&name, "1.0.0").unwrap().is_none());

@@ -65,11 +65,11 @@ async fn change(
     edit: impl FnOnce(&mut packument::Packument) -> Result<(), ApiError>,
 ) -> Result<Response, ApiError> {
     let _guard = registry.store.lock(name).await;
-    let previous = live_packument(registry, name, &[])?;
-    let mut doc = previous.clone();
+    let mut doc = live_packument(registry, name, &[])?;
+    let before = doc.rev.clone();
     edit(&mut doc)?;
-    let rev = if doc.rev != previous.rev {
-        commit(registry, name, Some(previous), doc, None).await?
+    let rev = if doc.rev != before {
+        commit(registry, name, doc, None).await?
     } else {
         doc.rev
     };

@@ -40,6 +40,7 @@ use crate::name::{PackageName, Version};
 use crate::packument::Packument;
 use crate::registry::Registry;
 use crate::request::Request;
+use crate::store::{Store, StoreError};
 use crate::tokens::{TokenKind, TokenRecord};
 
 /// How many write bodies are parsed at once (the machine's cores, at least
@@ -74,28 +75,52 @@ pub fn check_rev(doc: &Packument, rev: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Commits `doc` as `name`'s packument, replacing `previous`; `binding`,
-/// when given, becomes the package's GitHub repository in the same write.
-/// Runs on the blocking pool (the write fsyncs); then the package's cached
-/// documents and the tarballs of versions it removed are forgotten. Returns
-/// the new `_rev`.
+/// Commits `doc` as `name`'s packument, replacing what is stored
+/// ([`crate::store::Store::commit`]); `binding`, when given, becomes the
+/// package's GitHub repository in the same write. Returns the new `_rev`.
 pub async fn commit(
     registry: &Registry,
     name: &PackageName,
-    previous: Option<Packument>,
     doc: Packument,
     binding: Option<Repo>,
 ) -> Result<String, ApiError> {
+    write(registry, name, move |store, name| {
+        let removed = store.commit(name, &doc, binding.as_ref())?;
+        Ok((doc.rev, removed))
+    })
+    .await
+}
+
+/// Commits the publish of `version`: `doc` is the publish rule's result
+/// on a [`crate::store::Store::publish_view`]
+/// ([`crate::store::Store::commit_publish`]). Returns the new `_rev`.
+pub async fn commit_publish(
+    registry: &Registry,
+    name: &PackageName,
+    doc: Packument,
+    version: Version,
+    binding: Option<Repo>,
+) -> Result<String, ApiError> {
+    write(registry, name, move |store, name| {
+        store.commit_publish(name, &doc, &version, binding.as_ref())?;
+        Ok((doc.rev, Vec::new()))
+    })
+    .await
+}
+
+/// Runs a store write on the blocking pool (it fsyncs); then the package's
+/// cached documents and the tarballs of the versions it removed are
+/// forgotten, whatever the outcome.
+async fn write(
+    registry: &Registry,
+    name: &PackageName,
+    apply: impl FnOnce(&Store, &PackageName) -> Result<(String, Vec<Version>), StoreError>
+    + Send
+    + 'static,
+) -> Result<String, ApiError> {
     let store = registry.store.clone();
     let owned = name.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        store
-            .commit(&owned, previous.as_ref(), &doc, binding.as_ref())
-            .map(|removed| (doc.rev, removed))
-    })
-    .await;
-    // Whatever the outcome, the cached documents may be stale now; the
-    // tarballs of versions the commit removed are gone.
+    let result = tokio::task::spawn_blocking(move || apply(&store, &owned)).await;
     registry.documents.invalidate(name);
     let (rev, removed) = result
         .map_err(|e| ApiError::internal(format!("the commit did not finish: {e}")))?

@@ -18,7 +18,7 @@ use serde_json::Value;
 use warp::reply::Response;
 
 use crate::auth::Access;
-use crate::cmd::{binding, check_rev, commit, live_packument, parse_blocking};
+use crate::cmd::{binding, check_rev, commit, commit_publish, live_packument, parse_blocking};
 use crate::error::ApiError;
 use crate::name::PackageName;
 use crate::packument::{self, PublishOutcome};
@@ -111,10 +111,11 @@ async fn publish(
     }
     let previous = registry
         .store
-        .package(name, &[version.as_str()])
+        .publish_view(name, &version)
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    let previous_rev = previous.as_ref().map(|p| p.rev.clone());
     let outcome = packument::publish(
-        previous.clone(),
+        previous,
         name,
         verified.new,
         &identity.username,
@@ -123,7 +124,7 @@ async fn publish(
     )?;
     let doc = match outcome {
         PublishOutcome::AlreadyPublished => {
-            let rev = previous.map(|p| p.rev).unwrap_or_default();
+            let rev = previous_rev.unwrap_or_default();
             return Ok(ok(StatusCode::OK, name.as_str(), &rev));
         }
         PublishOutcome::Published(doc) => *doc,
@@ -133,7 +134,7 @@ async fn publish(
         .put(name, &version, verified.tarball, &integrity)
         .await
         .map_err(|e| ApiError::unavailable(format!("{e}; nothing was published")))?;
-    let rev = match commit(registry, name, previous, doc, grant.binding).await {
+    let rev = match commit_publish(registry, name, doc, version.clone(), grant.binding).await {
         Ok(rev) => rev,
         Err(e) => {
             crate::cmd::delete_tarballs(registry, name, std::slice::from_ref(&version)).await;
@@ -160,14 +161,13 @@ async fn deprecate(
     let versions = body.deprecations()?;
     let _guard = registry.store.lock(name).await;
     let wanted: Vec<&str> = versions.keys().map(String::as_str).collect();
-    let previous = live_packument(registry, name, &wanted)?;
+    let mut doc = live_packument(registry, name, &wanted)?;
     if let Some(rev) = body.rev() {
-        check_rev(&previous, &rev)?;
+        check_rev(&doc, &rev)?;
     }
-    let mut doc = previous.clone();
     let rev = if packument::deprecate(&mut doc, &versions)? {
         doc.touch(Utc::now());
-        commit(registry, name, Some(previous), doc, None).await?
+        commit(registry, name, doc, None).await?
     } else {
         doc.rev
     };

@@ -37,14 +37,13 @@ pub async fn remove_versions(
     };
     let keep: Vec<String> = versions.into_keys().collect();
     let _guard = registry.store.lock(name).await;
-    let previous = live_packument(registry, name, &[])?;
-    check_rev(&previous, rev)?;
-    let mut doc = previous.clone();
+    let mut doc = live_packument(registry, name, &[])?;
+    check_rev(&doc, rev)?;
     let removed = packument::unpublish_versions(&mut doc, &keep, Utc::now())?;
     let rev = if removed.is_empty() {
         doc.rev
     } else {
-        let rev = commit(registry, name, Some(previous), doc, None).await?;
+        let rev = commit(registry, name, doc, None).await?;
         delete_tarballs(registry, name, &removed).await;
         log::info!("unpublished {} version(s) of {name}", removed.len());
         rev
@@ -59,11 +58,10 @@ pub async fn remove_package(
     rev: &str,
 ) -> Result<Response, ApiError> {
     let _guard = registry.store.lock(name).await;
-    let previous = live_packument(registry, name, &[])?;
-    check_rev(&previous, rev)?;
-    let mut doc = previous.clone();
+    let mut doc = live_packument(registry, name, &[])?;
+    check_rev(&doc, rev)?;
     let removed = packument::unpublish_all(&mut doc, Utc::now());
-    let rev = commit(registry, name, Some(previous), doc, None).await?;
+    let rev = commit(registry, name, doc, None).await?;
     delete_tarballs(registry, name, &removed).await;
     log::info!("unpublished {name} ({} version(s))", removed.len());
     Ok(ok(StatusCode::OK, name.as_str(), &rev))
