@@ -13,15 +13,18 @@ Phases, each printing its figures:
    of what nmr serves (gzip packuments via gzip_static, the tarballs) from
    disk with sendfile and open_file_cache; wrk at c=64 against both for the
    full and abbreviated packuments, a 304 and the 100 KB tarball; nmr with
-   auth.type = "github" (a fake GitHub, answers cached) and "none". Each
-   figure as a ratio to nginx's, with CPU ms per request from /proc.
+   auth.type = "github" (a fake GitHub, answers cached) and "none", all
+   three measured in turn in each of ROUNDS rounds. Each figure (the
+   median round) as a ratio to nginx's, with CPU ms per request from /proc.
 3. mixed: c=64 readers of the 200 packuments alone, then while one writer
    publishes continuously: both p99s and their ratio.
 4. baseline (BASELINE=REV): the same hot reads against a build of REV
-   (a git worktree), in the same run.
+   (a git worktree, built into BASELINE_TARGET if set), interleaved in
+   ROUNDS rounds in the same run.
 
-Environment: SECS (per wrk run, default 5), VERSIONS, BASELINE, NMR (the
-binary).
+Environment: SECS (per wrk run, default 5), ROUNDS (interleaved rounds of
+the ceiling, default 3; the median is printed), VERSIONS, BASELINE, NMR
+(the binary).
 """
 import base64
 import hashlib
@@ -318,38 +321,55 @@ def copy_for_nginx(url, root):
     return paths
 
 
-def measure(label, base, paths, pids, headers, etag):
-    results = {}
-    cases = (("full packument", base + paths["full"], [GZ]),
-             ("abbreviated packument", base + paths["abbr"], [GZ, ABBR]),
-             ("304 revalidation", base + paths["full"], [GZ, f"If-None-Match: {etag}"]),
-             ("100 KB tarball", base + paths["tarball"], []))
-    for case, target, extra in cases:
-        before = cpu_of(pids())
-        rps, p99, n = wrk(target, 64, extra + headers)
-        cpu_ms = (cpu_of(pids()) - before) * 1000 / max(n, 1)
-        results[case] = (rps, p99, cpu_ms)
-    return results
+def cases_of(base, paths, etag):
+    return (("full packument", base + paths["full"], [GZ]),
+            ("abbreviated packument", base + paths["abbr"], [GZ, ABBR]),
+            ("304 revalidation", base + paths["full"], [GZ, f"If-None-Match: {etag}"]),
+            ("100 KB tarball", base + paths["tarball"], []))
+
+
+def measure_once(target, pids, headers):
+    before = cpu_of(pids())
+    rps, p99, n = wrk(target, 64, headers)
+    return rps, p99, (cpu_of(pids()) - before) * 1000 / max(n, 1)
+
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
 
 
 def phase_ceiling(github):
-    print("== ceiling: 200 packages x 5 versions, c=64, against nginx serving the same bytes")
-    runs = {}
+    print(f"== ceiling: 200 packages x 5 versions, c=64, against nginx serving the same bytes "
+          f"(median of {ROUNDS} interleaved rounds)")
     nmr_gh = Nmr(NMR, "ceiling-github", "github", github)
     fill(nmr_gh.url)
+    nmr_none = Nmr(NMR, "ceiling-none", "none")
+    fill(nmr_none.url)
     root = os.path.join(WORK, "nginx-root")
     paths = copy_for_nginx(nmr_gh.url, root)
     nginx, nginx_url = start_nginx(root)
-    _, headers = get(nginx_url + paths["full"], {"Accept-Encoding": "gzip"})
-    runs["nginx"] = measure("nginx", nginx_url, paths, lambda: nginx_pids(nginx.pid), [], headers.get("ETag"))
     nmr_paths = {"full": "@bench%2fpkg-000", "abbr": "@bench%2fpkg-000", "tarball": paths["tarball"]}
-    _, headers = get(nmr_gh.url + "@bench%2fpkg-000", {"Accept-Encoding": "gzip"})
-    runs["nmr github"] = measure("nmr", nmr_gh.url, nmr_paths, lambda: [nmr_gh.proc.pid], [AUTH], headers.get("ETag"))
+    servers = {}
+    for who, url, p, pids, headers in (
+            ("nginx", nginx_url, paths, lambda: nginx_pids(nginx.pid), []),
+            ("nmr github", nmr_gh.url, nmr_paths, lambda: [nmr_gh.proc.pid], [AUTH]),
+            ("nmr none", nmr_none.url, nmr_paths, lambda: [nmr_none.proc.pid], [])):
+        _, h = get(url + p["full"], {"Accept-Encoding": "gzip"})
+        servers[who] = (cases_of(url, p, h.get("ETag")), pids, headers)
+    # LevelDB compacts after the fills: let it finish before measuring.
+    time.sleep(5)
+    runs = {who: {} for who in servers}
+    for i, case in enumerate(c[0] for c in servers["nginx"][0]):
+        samples = {who: [] for who in servers}
+        # Each round measures every server once, so the machine's drift
+        # (a shared 2-core VM) weighs on all of them alike.
+        for _ in range(ROUNDS):
+            for who, (cases, pids, headers) in servers.items():
+                _, target, extra = cases[i]
+                samples[who].append(measure_once(target, pids, extra + headers))
+        for who, got in samples.items():
+            got.sort(key=lambda r: r[0])
+            runs[who][case] = got[len(got) // 2]
     nmr_gh.stop()
-    nmr_none = Nmr(NMR, "ceiling-none", "none")
-    fill(nmr_none.url)
-    _, headers = get(nmr_none.url + "@bench%2fpkg-000", {"Accept-Encoding": "gzip"})
-    runs["nmr none"] = measure("nmr", nmr_none.url, nmr_paths, lambda: [nmr_none.proc.pid], [], headers.get("ETag"))
     nmr_none.stop()
     nginx.terminate()
     nginx.wait()
@@ -392,19 +412,32 @@ def phase_mixed(github):
 
 
 def phase_baseline(rev):
-    print(f"== baseline: hot reads of this build against {rev}, same run")
+    print(f"== baseline: hot reads of this build against {rev}, same run "
+          f"(median of {ROUNDS} interleaved rounds)")
     tree = os.path.join(WORK, "baseline")
     subprocess.run(["git", "worktree", "add", "--detach", tree, rev], check=True, capture_output=True)
     try:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=tree, check=True)
-        results = {}
-        for label, binary in (("this", NMR), (rev, os.path.join(tree, "target/release/nmr"))):
+        target = os.environ.get("BASELINE_TARGET", os.path.join(tree, "target"))
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--target-dir", target],
+                       cwd=tree, check=True)
+        servers = {}
+        for label, binary in (("this", NMR), (rev, os.path.join(target, "release/nmr"))):
             nmr = Nmr(binary, "baseline-" + label.replace("/", "_"), "none")
             fill(nmr.url)
             hot = nmr.url + "@bench%2fpkg-000"
             _, headers = get(hot, {"Accept-Encoding": "gzip"})
-            results[label] = [wrk(hot, 64, [GZ])[0], wrk(hot, 64, [GZ, ABBR])[0],
-                              wrk(hot, 64, [GZ, f"If-None-Match: {headers.get('ETag')}"])[0]]
+            servers[label] = (nmr, [(hot, [GZ]), (hot, [GZ, ABBR]),
+                                    (hot, [GZ, f"If-None-Match: {headers.get('ETag')}"])])
+        time.sleep(5)
+        results = {label: [] for label in servers}
+        for i in range(3):
+            samples = {label: [] for label in servers}
+            for _ in range(ROUNDS):
+                for label, (_, cases) in servers.items():
+                    samples[label].append(wrk(cases[i][0], 64, cases[i][1])[0])
+            for label, got in samples.items():
+                results[label].append(sorted(got)[len(got) // 2])
+        for nmr, _ in servers.values():
             nmr.stop()
         for i, case in enumerate(("full packument", "abbreviated packument", "304 revalidation")):
             a, b = results["this"][i], results[rev][i]

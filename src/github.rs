@@ -133,7 +133,12 @@ impl Repo {
     }
 
     fn cache_key(&self) -> String {
-        format!("{}/{}", self.owner, self.name).to_ascii_lowercase()
+        let mut key = String::with_capacity(self.owner.len() + 1 + self.name.len());
+        key.push_str(&self.owner);
+        key.push('/');
+        key.push_str(&self.name);
+        key.make_ascii_lowercase();
+        key
     }
 }
 
@@ -351,6 +356,13 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(V, Duration), Refusal>>,
 {
+    // A live answer is a plain lookup; only a miss or an expired answer
+    // takes the single-flight guard.
+    if let Some(hit) = cache.get(&key)
+        && hit.until > Instant::now()
+    {
+        return Ok(hit.value);
+    }
     loop {
         match cache.get_value_or_guard_async(&key).await {
             Ok(hit) if hit.until > Instant::now() => return Ok(hit.value),
@@ -672,11 +684,11 @@ impl GitHub {
         credentials: &Credentials,
         repo: &Repo,
     ) -> Result<Option<RepoAccess>, Refusal> {
-        let path = format!("/repos/{}/{}", repo.owner, repo.name);
         cached(
             &self.permissions,
             (credentials.hash(), repo.cache_key()),
             || async {
+                let path = format!("/repos/{}/{}", repo.owner, repo.name);
                 let found = self
                     .repository(Bearer::of(credentials), &path)
                     .await?

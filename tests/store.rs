@@ -180,3 +180,104 @@ fn tarballs_carry_their_shasum_as_etag_and_revalidate_with_304() {
     assert_eq!(http.get(path, &[]).status, 404);
     assert_eq!(http.get(path, &[("if-none-match", &etag)]).status, 404);
 }
+
+/// A database of the previous layout with `copies` more packages: each a
+/// copy of the fixture's `@acme/widget` document under `@acme/copy-N`.
+fn write_v1_database_with_copies(db: &std::path::Path, copies: usize) {
+    std::fs::create_dir_all(db).unwrap();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1-db");
+    for entry in std::fs::read_dir(fixture).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), db.join(entry.file_name())).unwrap();
+    }
+    let mut store = rusty_leveldb::DB::open(db, rusty_leveldb::Options::default()).unwrap();
+    let template = String::from_utf8(store.get(b"d/@acme/widget").unwrap().to_vec()).unwrap();
+    for i in 0..copies {
+        let name = format!("@acme/copy-{i:04}");
+        let doc = template.replace("@acme/widget", &name);
+        store
+            .put(format!("d/{name}").as_bytes(), doc.as_bytes())
+            .unwrap();
+    }
+    store.flush().unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn a_conversion_killed_mid_way_converts_the_rest_on_the_next_start() {
+    const COPIES: usize = 1000;
+    let mut server = Server::start(&[]);
+    let widget = server.http().get(&escape("@acme/widget"), &[]);
+    assert_eq!(widget.status, 404);
+    server.stop();
+    let db = server.db_path();
+    std::fs::remove_dir_all(&db).unwrap();
+    write_v1_database_with_copies(&db, COPIES);
+
+    // Start on it and kill -9 once the conversion is under way.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nmr"))
+        .env_remove("RUST_LOG")
+        .env("NMR_AUTH__TYPE", "none")
+        .env("NMR_SERVER__HOST", "127.0.0.1")
+        .env("NMR_SERVER__PORT", "0")
+        .env("NMR_DB__PATH", &db)
+        .env("NMR_STORAGE__LOCAL__PATH", server.storage_path())
+        .env("NMR_LOGGER__LEVEL", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut first_log = String::new();
+    for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {
+        first_log.push_str(&line);
+        first_log.push('\n');
+        if line.contains("converted 100 packages") {
+            child.kill().unwrap(); // SIGKILL
+            break;
+        }
+    }
+    child.wait().unwrap();
+    assert!(
+        first_log.contains("converted 100 packages")
+            && !first_log.contains("packages to the record layout"),
+        "the kill came mid-way: {first_log}"
+    );
+
+    server.start_again();
+    let log = server.log();
+    let rest: usize = log
+        .lines()
+        .find_map(|l| {
+            l.split("converted ")
+                .nth(1)?
+                .strip_suffix(" packages to the record layout")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the second start converted the rest: {log}"));
+    assert!(
+        rest > 0 && rest <= COPIES + 3 - 100,
+        "{rest} converted on the second start"
+    );
+    let http = server.http();
+    let template = http.get(&escape("@acme/widget"), &[]).json();
+    let versions = |doc: &Value| {
+        doc["versions"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(!versions(&template).is_empty());
+    for i in 0..COPIES {
+        let name = format!("@acme/copy-{i:04}");
+        let doc = http.get(&escape(&name), &[]).json();
+        assert_eq!(versions(&doc), versions(&template), "{name}");
+        assert_eq!(doc["dist-tags"], template["dist-tags"], "{name}");
+        assert_eq!(
+            doc["time"]["1.0.1"], template["time"]["1.0.1"],
+            "{name}: the tombstone"
+        );
+    }
+}
