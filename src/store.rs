@@ -180,19 +180,52 @@ impl Index {
     /// The `time` map of a packument: `created` and `modified` from the
     /// package record, each version's publish time, then `unpublished`.
     fn time_map(&self, stored: &Map<String, Value>) -> Map<String, Value> {
-        let mut time = Map::with_capacity(self.times.len() + 3);
-        for key in ["created", "modified"] {
-            if let Some(v) = stored.get(key) {
-                time.insert(key.into(), v.clone());
-            }
+        time_map(
+            stored,
+            self.times.len(),
+            self.times
+                .iter()
+                .map(|(k, at)| (String::from(&**k), String::from(&**at))),
+        )
+    }
+}
+
+/// A packument's `time` map: `created` and `modified` from the package
+/// record's `stored` times, then `versions` (version, publish time; `n` of
+/// them), then `unpublished`.
+fn time_map(
+    stored: &Map<String, Value>,
+    n: usize,
+    versions: impl Iterator<Item = (String, String)>,
+) -> Map<String, Value> {
+    let mut time = Map::with_capacity(n + 3);
+    for key in ["created", "modified"] {
+        if let Some(v) = stored.get(key) {
+            time.insert(key.into(), v.clone());
         }
-        for (k, at) in &self.times {
-            time.insert(String::from(&**k), Value::String(String::from(&**at)));
+    }
+    for (k, at) in versions {
+        time.insert(k, Value::String(at));
+    }
+    if let Some(v) = stored.get("unpublished") {
+        time.insert("unpublished".into(), v.clone());
+    }
+    time
+}
+
+impl StoredRecord {
+    /// The packument of this record with `versions` and `time`.
+    fn into_packument(self, versions: Map<String, Value>, time: Map<String, Value>) -> Packument {
+        Packument {
+            id: self.id,
+            rev: self.rev,
+            name: self.name,
+            dist_tags: self.dist_tags,
+            versions,
+            time,
+            maintainers: self.maintainers,
+            readme: self.readme,
         }
-        if let Some(v) = stored.get("unpublished") {
-            time.insert("unpublished".into(), v.clone());
-        }
-        time
     }
 }
 
@@ -463,16 +496,7 @@ impl Store {
             versions.insert(String::from(&**v), manifest);
         }
         let time = index.time_map(&stored.time);
-        Ok(Some(Packument {
-            id: stored.id,
-            rev: stored.rev,
-            name: stored.name,
-            dist_tags: stored.dist_tags,
-            versions,
-            time,
-            maintainers: stored.maintainers,
-            readme: stored.readme,
-        }))
+        Ok(Some(stored.into_packument(versions, time)))
     }
 
     /// The GitHub repository `name` is bound to, if any.
@@ -527,17 +551,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let (removed, index) =
             add_to_batch(&mut batch, name, &before, doc, |v| self.manifest(name, v))?;
-        if let Some(repo) = binding {
-            let json = serde_json::to_vec(repo)
-                .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
-            batch.put(format!("b/{name}").as_bytes(), &json);
-        }
-        let written = self.with_db(|db| Ok(db.write(batch, true)?));
-        // Whatever the outcome, a cached index may be stale now.
-        let mut generation = self.generations[stripe(name)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *generation += 1;
+        let (written, _generation) = self.write_package(name, batch, binding)?;
         match written {
             Ok(()) => self.indexes.insert(name.clone(), Arc::new(index)),
             Err(_) => {
@@ -594,31 +608,13 @@ impl Store {
         // Publish order, as [`Store::index`] orders a scan.
         related.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
         let mut versions = Map::new();
-        let mut time = Map::new();
-        for key in ["created", "modified"] {
-            if let Some(v) = stored.time.get(key) {
-                time.insert(key.into(), v.clone());
-            }
-        }
-        for (v, at) in related {
-            if let Some(manifest) = self.manifest(name, &v)? {
+        for (v, _) in &related {
+            if let Some(manifest) = self.manifest(name, v)? {
                 versions.insert(v.clone(), manifest);
             }
-            time.insert(v, Value::String(at));
         }
-        if let Some(v) = stored.time.get("unpublished") {
-            time.insert("unpublished".into(), v.clone());
-        }
-        Ok(Some(Packument {
-            id: stored.id,
-            rev: stored.rev,
-            name: stored.name,
-            dist_tags: stored.dist_tags,
-            versions,
-            time,
-            maintainers: stored.maintainers,
-            readme: stored.readme,
-        }))
+        let time = time_map(&stored.time, related.len(), related.into_iter());
+        Ok(Some(stored.into_packument(versions, time)))
     }
 
     /// Commits the publish of `version`: `doc` is what `packument::publish`
@@ -656,16 +652,7 @@ impl Store {
         batch.put(format!("P/{name}").as_bytes(), &record_of(name, doc)?);
         put_version(&mut batch, name, v, manifest)?;
         batch.put(time_key.as_bytes(), at.as_bytes());
-        if let Some(repo) = binding {
-            let json = serde_json::to_vec(repo)
-                .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
-            batch.put(format!("b/{name}").as_bytes(), &json);
-        }
-        let written = self.with_db(|db| Ok(db.write(batch, true)?));
-        let mut generation = self.generations[stripe(name)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        *generation += 1;
+        let (written, _generation) = self.write_package(name, batch, binding)?;
         // The cached index, unless a reader holds it too, gains the
         // version where a scan would put it (last, unless the clock went
         // back); otherwise it goes and the next reader scans.
@@ -680,6 +667,30 @@ impl Store {
             self.indexes.insert(key, index);
         }
         written
+    }
+
+    /// Writes `batch` synced, with `binding` (when given) as `name`'s
+    /// GitHub repository, and bumps `name`'s generation: whatever the
+    /// outcome, a cached index may be stale now. Returns the outcome and
+    /// the generation's guard, held while the caller updates the cached
+    /// index so no reader's scan interleaves.
+    fn write_package(
+        &self,
+        name: &PackageName,
+        mut batch: WriteBatch,
+        binding: Option<&Repo>,
+    ) -> Result<(Result<(), StoreError>, std::sync::MutexGuard<'_, u64>), StoreError> {
+        if let Some(repo) = binding {
+            let json = serde_json::to_vec(repo)
+                .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
+            batch.put(format!("b/{name}").as_bytes(), &json);
+        }
+        let written = self.with_db(|db| Ok(db.write(batch, true)?));
+        let mut generation = self.generations[stripe(name)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *generation += 1;
+        Ok((written, generation))
     }
 
     /// Converts a database of the previous layout (`d/` documents, `r/`
