@@ -90,6 +90,15 @@ pub struct TimedIo<T> {
 }
 
 impl<T> TimedIo<T> {
+    /// A response still streaming out keeps the connection alive.
+    fn wrote(&self, written: &Poll<io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0)
+            && self.phase.phase.load(Ordering::Relaxed) == IDLE
+        {
+            self.phase.since.store(self.phase.now(), Ordering::Relaxed);
+        }
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let since =
             self.phase.epoch + Duration::from_millis(self.phase.since.load(Ordering::Relaxed));
@@ -153,13 +162,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0)
-            && self.phase.phase.load(Ordering::Relaxed) == IDLE
-        {
-            // A response still streaming out keeps the connection alive.
-            self.phase.since.store(self.phase.now(), Ordering::Relaxed);
-        }
+        self.wrote(&written);
         written
+    }
+
+    /// Forwarded, so hyper writes a response's head and body in one
+    /// `writev` instead of first copying the body into its head buffer
+    /// (which it does for a writer that is not vectored).
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
