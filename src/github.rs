@@ -370,7 +370,9 @@ where
                 cache.remove(&key);
             }
             Err(guard) => {
-                let (value, ttl) = fetch().await?;
+                // Boxed: the call's future (an HTTP request to GitHub) is
+                // large, and a hit should not carry its size.
+                let (value, ttl) = Box::pin(fetch()).await?;
                 let _ = guard.insert(Timed {
                     value: value.clone(),
                     until: Instant::now() + ttl,

@@ -202,6 +202,11 @@ async fn authorize(
     Ok(Some(access))
 }
 
+/// Runs the route's command. The hot reads (packuments, version
+/// manifests, tarballs) are awaited in place; every other command's future
+/// is boxed, so this future, and so every request's, stays small instead
+/// of being as large as the largest command's (a publish's is kilobytes,
+/// and a future is copied whole whenever it moves).
 async fn dispatch(
     registry: &Registry,
     request: &Request,
@@ -213,20 +218,24 @@ async fn dispatch(
         (Route::Package { name, op }, Some(access)) => (name, op, access),
         (Route::Ping, _) => return Ok(json(StatusCode::OK, "{}")),
         (Route::Whoami, Some(access)) => return Ok(cmd::user::whoami(&access)),
-        (Route::Logout, _) => return cmd::user::logout(registry, request).await,
-        (Route::Login(name), _) => return cmd::user::login(registry, request, &name, &body).await,
+        (Route::Logout, _) => return Box::pin(cmd::user::logout(registry, request)).await,
+        (Route::Login(name), _) => {
+            return Box::pin(cmd::user::login(registry, request, &name, &body)).await;
+        }
         (Route::WebLogin, _) => return cmd::login::start(registry, request),
         (Route::LoginSession(id), _) => return Ok(cmd::login::session(registry, &id)),
-        (Route::LoginCallback, _) => return Ok(cmd::login::callback(registry, request).await),
-        (Route::LoginDone(id), _) => return cmd::login::done(registry, &id).await,
+        (Route::LoginCallback, _) => {
+            return Ok(Box::pin(cmd::login::callback(registry, request)).await);
+        }
+        (Route::LoginDone(id), _) => return Box::pin(cmd::login::done(registry, &id)).await,
         (Route::ListTokens, Some(access)) => {
-            return cmd::tokens::list(registry, request, &access).await;
+            return Box::pin(cmd::tokens::list(registry, request, &access)).await;
         }
         (Route::CreateToken, Some(access)) => {
-            return cmd::tokens::create(registry, &access, &body).await;
+            return Box::pin(cmd::tokens::create(registry, &access, &body)).await;
         }
         (Route::RevokeToken(which), Some(access)) => {
-            return cmd::tokens::revoke(registry, &access, &which).await;
+            return Box::pin(cmd::tokens::revoke(registry, &access, &which)).await;
         }
         (Route::Profile, Some(access)) => return Ok(cmd::user::profile(&access)),
         (Route::ProfileWrite, _) => {
@@ -236,9 +245,11 @@ async fn dispatch(
         }
         (Route::Audit, _) => return Ok(json(StatusCode::OK, "{}")),
         (Route::OidcExchange(name), _) => {
-            return cmd::oidc::exchange(registry, request, &name).await;
+            return Box::pin(cmd::oidc::exchange(registry, request, &name)).await;
         }
-        (Route::OidcReadExchange, _) => return cmd::oidc::exchange_read(registry, request).await,
+        (Route::OidcReadExchange, _) => {
+            return Box::pin(cmd::oidc::exchange_read(registry, request)).await;
+        }
         (Route::Upstream, _) => return cmd::upstream::redirect(registry, request),
         // npm's unpublish may double a path prefix here (docs/npm-protocol.md,
         // "unpublish"); the tarball went with the version, so report success.
@@ -272,19 +283,23 @@ async fn dispatch(
         Op::Packument => cmd::packument::get(registry, request, &name).await,
         Op::Version(spec) => cmd::packument::get_version(registry, &name, &spec).await,
         Op::Tarball(file) => cmd::tarball::get(registry, request, &name, &file).await,
-        Op::Put => cmd::publish::put(registry, request, access, &name, body).await,
+        Op::Put => Box::pin(cmd::publish::put(registry, request, access, &name, body)).await,
         Op::UnpublishVersions { rev } => {
-            cmd::unpublish::remove_versions(registry, &name, &rev, body).await
+            Box::pin(cmd::unpublish::remove_versions(registry, &name, &rev, body)).await
         }
-        Op::UnpublishPackage { rev } => cmd::unpublish::remove_package(registry, &name, &rev).await,
-        Op::DeleteTarball { rev, .. } => cmd::tarball::delete(registry, &name, &rev).await,
-        Op::DistTags => cmd::dist_tags::list(registry, &name).await,
-        Op::AddDistTag(tag) => cmd::dist_tags::add(registry, &name, &tag, &body).await,
-        Op::RemoveDistTag(tag) => cmd::dist_tags::remove(registry, &name, &tag).await,
+        Op::UnpublishPackage { rev } => {
+            Box::pin(cmd::unpublish::remove_package(registry, &name, &rev)).await
+        }
+        Op::DeleteTarball { rev, .. } => {
+            Box::pin(cmd::tarball::delete(registry, &name, &rev)).await
+        }
+        Op::DistTags => Box::pin(cmd::dist_tags::list(registry, &name)).await,
+        Op::AddDistTag(tag) => Box::pin(cmd::dist_tags::add(registry, &name, &tag, &body)).await,
+        Op::RemoveDistTag(tag) => Box::pin(cmd::dist_tags::remove(registry, &name, &tag)).await,
         Op::Visibility => Ok(cmd::oidc::visibility()),
         Op::ListTrust => cmd::trust::list(registry, &name),
-        Op::CreateTrust => cmd::trust::create(registry, access, &name, &body).await,
-        Op::RevokeTrust(id) => cmd::trust::revoke(registry, &name, &id).await,
+        Op::CreateTrust => Box::pin(cmd::trust::create(registry, access, &name, &body)).await,
+        Op::RevokeTrust(id) => Box::pin(cmd::trust::revoke(registry, &name, &id)).await,
     }
 }
 
