@@ -194,7 +194,9 @@ def put(url, name, version, payload=b"module.exports = 1;\n", rich=False):
 def get(url, headers=None):
     req = urllib.request.Request(url, headers=dict({"authorization": f"Bearer {TOKEN}"}, **(headers or {})))
     with urllib.request.urlopen(req) as r:
-        return r.read(), dict(r.headers)
+        # The headers as received, looked up without regard to case (nmr
+        # sends `etag`, nginx `ETag`): a plain dict would miss one of them.
+        return r.read(), r.headers
 
 
 def dir_mib(path):
@@ -328,6 +330,17 @@ def cases_of(base, paths, etag):
             ("100 KB tarball", base + paths["tarball"], []))
 
 
+def check_304(target, headers):
+    """The 304 case must be one: a missing ETag would measure 200s."""
+    req = urllib.request.Request(target, headers=dict(h.split(": ", 1) for h in headers))
+    try:
+        urllib.request.urlopen(req)
+    except urllib.error.HTTPError as e:
+        if e.code == 304:
+            return
+    raise SystemExit(f"{target} with {headers} did not answer 304")
+
+
 def measure_once(target, pids, headers):
     before = cpu_of(pids())
     rps, p99, n = wrk(target, 64, headers)
@@ -355,6 +368,8 @@ def phase_ceiling(github):
             ("nmr none", nmr_none.url, nmr_paths, lambda: [nmr_none.proc.pid], [])):
         _, h = get(url + p["full"], {"Accept-Encoding": "gzip"})
         servers[who] = (cases_of(url, p, h.get("ETag")), pids, headers)
+        _, target, extra = servers[who][0][2]
+        check_304(target, extra + headers)
     # LevelDB compacts after the fills: let it finish before measuring.
     time.sleep(5)
     runs = {who: {} for who in servers}
