@@ -613,8 +613,26 @@ impl Store {
                 versions.insert(v.clone(), manifest);
             }
         }
+        if versions.is_empty() && self.has_live_versions(name)? {
+            // `latest` named no live version with a publish time, which
+            // the rules never leave behind: rather than let the rule take
+            // the package for empty, read all of it.
+            return self.package(name, &[version.as_str()]);
+        }
         let time = time_map(&stored.time, related.len(), related.into_iter());
         Ok(Some(stored.into_packument(versions, time)))
+    }
+
+    /// Whether `name` has a live version (a `t/` key): one seek.
+    fn has_live_versions(&self, name: &PackageName) -> Result<bool, StoreError> {
+        let prefix = format!("t/{name}/");
+        self.with_db(|db| {
+            let mut it = db.new_iter()?;
+            it.seek(prefix.as_bytes());
+            Ok(it
+                .current()
+                .is_some_and(|(k, _)| k.starts_with(prefix.as_bytes())))
+        })
     }
 
     /// Commits the publish of `version`: `doc` is what `packument::publish`
@@ -1412,6 +1430,23 @@ mod tests {
                 .len()
                 == 1
         );
+    }
+
+    #[test]
+    fn a_publish_view_whose_latest_has_no_time_reads_the_whole_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let name = PackageName::parse("@acme/widget").unwrap();
+        publish(&store, &name, "1.0.0");
+        publish(&store, &name, "1.1.0");
+        store
+            .with_db(|db| Ok(db.delete(b"T/@acme/widget/1.1.0")?))
+            .unwrap();
+        let view = store.publish_view(&name, &v("2.0.0")).unwrap().unwrap();
+        assert_eq!(view.versions.len(), 2, "not taken for an empty package");
+        let doc = publish(&store, &name, "2.0.0");
+        assert_eq!(doc.maintainers, [json!({"name": "alice"})]);
+        assert_eq!(store.record(&name).unwrap().unwrap().versions.len(), 3);
     }
 
     /// The publish rule's refusal of `name@version` on its publish view.
