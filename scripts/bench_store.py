@@ -443,6 +443,7 @@ def phase_baseline(rev):
             _, headers = get(hot, {"Accept-Encoding": "gzip"})
             servers[label] = (nmr, [(hot, [GZ]), (hot, [GZ, ABBR]),
                                     (hot, [GZ, f"If-None-Match: {headers.get('ETag')}"])])
+            check_304(*servers[label][1][2])
         time.sleep(5)
         results = {label: [] for label in servers}
         for i in range(3):
