@@ -538,9 +538,11 @@ impl Store {
     /// given, becomes the package's GitHub repository in the same batch.
     /// Returns the versions it removed.
     ///
-    /// A publish compares only what it appends: the versions and times
-    /// before it are compared as a prefix, without hashing or copying, and
-    /// the new index shares the old one's entries.
+    /// A write that keeps every version and appends nothing or only at the
+    /// end (a dist-tag change, a deprecation) compares the stored versions
+    /// and times as a prefix, without hashing or copying, and the new index
+    /// shares the old one's entries. Publishes go through
+    /// [`Store::commit_publish`] instead.
     pub fn commit(
         &self,
         name: &PackageName,
@@ -1251,15 +1253,25 @@ mod tests {
         testing::publish(store, name, v, None)
     }
 
+    /// A store in a temporary directory (kept while the first value
+    /// lives) with `@acme/widget` published at each of `versions`.
+    fn widget_with(versions: &[&str]) -> (tempfile::TempDir, Store, PackageName) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let name = PackageName::parse("@acme/widget").unwrap();
+        for version in versions {
+            publish(&store, &name, version);
+        }
+        (dir, store, name)
+    }
+
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
     }
 
     #[test]
     fn a_publish_writes_its_records_and_a_write_load_skips_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let name = PackageName::parse("@acme/widget").unwrap();
+        let (_dir, store, name) = widget_with(&[]);
         assert!(store.packument(&name).unwrap().is_none());
         let record_size = || {
             store
@@ -1320,12 +1332,7 @@ mod tests {
 
     #[test]
     fn a_commit_writes_what_changed_and_its_index_equals_a_fresh_scan() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let name = PackageName::parse("@acme/widget").unwrap();
-        for version in ["1.0.0", "1.1.0", "1.2.0"] {
-            publish(&store, &name, version);
-        }
+        let (_dir, store, name) = widget_with(&["1.0.0", "1.1.0", "1.2.0"]);
         let fresh = |store: &Store| {
             let cached = store.index(&name).unwrap();
             store.indexes.remove(&name);
@@ -1381,19 +1388,14 @@ mod tests {
 
     #[test]
     fn a_publish_view_holds_latest_and_the_versions_equal_up_to_build_metadata() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let name = PackageName::parse("@acme/widget").unwrap();
-        for version in [
+        let (_dir, store, name) = widget_with(&[
             "1.0.0",
             "1.0.0-beta",
             "1.0.1",
             "1.0.10",
             "2.0.0+old",
             "1.1.0",
-        ] {
-            publish(&store, &name, version);
-        }
+        ]);
         let view = store.publish_view(&name, &v("1.0.0+new")).unwrap().unwrap();
         let loaded = |view: &Packument| {
             let mut versions: Vec<&str> = view.versions.keys().map(String::as_str).collect();
@@ -1434,11 +1436,7 @@ mod tests {
 
     #[test]
     fn a_publish_view_whose_latest_has_no_time_reads_the_whole_package() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let name = PackageName::parse("@acme/widget").unwrap();
-        publish(&store, &name, "1.0.0");
-        publish(&store, &name, "1.1.0");
+        let (_dir, store, name) = widget_with(&["1.0.0", "1.1.0"]);
         store
             .with_db(|db| Ok(db.delete(b"T/@acme/widget/1.1.0")?))
             .unwrap();
@@ -1507,11 +1505,7 @@ mod tests {
 
     #[test]
     fn a_deprecation_rewrites_that_version_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let name = PackageName::parse("@acme/widget").unwrap();
-        publish(&store, &name, "1.0.0");
-        publish(&store, &name, "1.1.0");
+        let (_dir, store, name) = widget_with(&["1.0.0", "1.1.0"]);
         let mut doc = store.package(&name, &["1.0.0"]).unwrap().unwrap();
         let body = json!({"1.0.0": {"deprecated": "old"}});
         assert!(packument::deprecate(&mut doc, body.as_object().unwrap()).unwrap());
@@ -1532,11 +1526,7 @@ mod tests {
 
     #[test]
     fn removed_versions_leave_every_record_and_the_tombstone_stays() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let name = PackageName::parse("@acme/widget").unwrap();
-        publish(&store, &name, "1.0.0");
-        publish(&store, &name, "1.1.0");
+        let (_dir, store, name) = widget_with(&["1.0.0", "1.1.0"]);
         let mut after = store.package(&name, &[]).unwrap().unwrap();
         packument::unpublish_all(&mut after, chrono::Utc::now());
         store.commit(&name, &after, None).unwrap();
