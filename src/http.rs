@@ -203,11 +203,32 @@ async fn authorize(
 }
 
 /// Runs the route's command. The hot reads (packuments, version
-/// manifests, tarballs) are awaited in place; every other command's future
-/// is boxed, so this future, and so every request's, stays small instead
-/// of being as large as the largest command's (a publish's is kilobytes,
-/// and a future is copied whole whenever it moves).
+/// manifests, tarballs) are awaited in place; every other route goes
+/// through [`run`] in one box, so this future, and so every request's,
+/// stays small instead of being as large as the largest command's (a
+/// publish's is kilobytes, and a future is copied whole whenever it
+/// moves).
 async fn dispatch(
+    registry: &Registry,
+    request: &Request,
+    route: Route,
+    access: Option<Access>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if let (Route::Package { name, op }, Some(_)) = (&route, &access) {
+        match op {
+            Op::Packument => return cmd::packument::get(registry, request, name).await,
+            Op::Version(spec) => return cmd::packument::get_version(registry, name, spec).await,
+            Op::Tarball(file) => return cmd::tarball::get(registry, request, name, file).await,
+            _ => {}
+        }
+    }
+    Box::pin(run(registry, request, route, access, body)).await
+}
+
+/// Runs any route's command (see [`dispatch`], which takes the hot reads
+/// before they get here).
+async fn run(
     registry: &Registry,
     request: &Request,
     route: Route,
@@ -218,24 +239,20 @@ async fn dispatch(
         (Route::Package { name, op }, Some(access)) => (name, op, access),
         (Route::Ping, _) => return Ok(json(StatusCode::OK, "{}")),
         (Route::Whoami, Some(access)) => return Ok(cmd::user::whoami(&access)),
-        (Route::Logout, _) => return Box::pin(cmd::user::logout(registry, request)).await,
-        (Route::Login(name), _) => {
-            return Box::pin(cmd::user::login(registry, request, &name, &body)).await;
-        }
+        (Route::Logout, _) => return cmd::user::logout(registry, request).await,
+        (Route::Login(name), _) => return cmd::user::login(registry, request, &name, &body).await,
         (Route::WebLogin, _) => return cmd::login::start(registry, request),
         (Route::LoginSession(id), _) => return Ok(cmd::login::session(registry, &id)),
-        (Route::LoginCallback, _) => {
-            return Ok(Box::pin(cmd::login::callback(registry, request)).await);
-        }
-        (Route::LoginDone(id), _) => return Box::pin(cmd::login::done(registry, &id)).await,
+        (Route::LoginCallback, _) => return Ok(cmd::login::callback(registry, request).await),
+        (Route::LoginDone(id), _) => return cmd::login::done(registry, &id).await,
         (Route::ListTokens, Some(access)) => {
-            return Box::pin(cmd::tokens::list(registry, request, &access)).await;
+            return cmd::tokens::list(registry, request, &access).await;
         }
         (Route::CreateToken, Some(access)) => {
-            return Box::pin(cmd::tokens::create(registry, &access, &body)).await;
+            return cmd::tokens::create(registry, &access, &body).await;
         }
         (Route::RevokeToken(which), Some(access)) => {
-            return Box::pin(cmd::tokens::revoke(registry, &access, &which)).await;
+            return cmd::tokens::revoke(registry, &access, &which).await;
         }
         (Route::Profile, Some(access)) => return Ok(cmd::user::profile(&access)),
         (Route::ProfileWrite, _) => {
@@ -245,11 +262,9 @@ async fn dispatch(
         }
         (Route::Audit, _) => return Ok(json(StatusCode::OK, "{}")),
         (Route::OidcExchange(name), _) => {
-            return Box::pin(cmd::oidc::exchange(registry, request, &name)).await;
+            return cmd::oidc::exchange(registry, request, &name).await;
         }
-        (Route::OidcReadExchange, _) => {
-            return Box::pin(cmd::oidc::exchange_read(registry, request)).await;
-        }
+        (Route::OidcReadExchange, _) => return cmd::oidc::exchange_read(registry, request).await,
         (Route::Upstream, _) => return cmd::upstream::redirect(registry, request),
         // npm's unpublish may double a path prefix here (docs/npm-protocol.md,
         // "unpublish"); the tarball went with the version, so report success.
@@ -283,23 +298,19 @@ async fn dispatch(
         Op::Packument => cmd::packument::get(registry, request, &name).await,
         Op::Version(spec) => cmd::packument::get_version(registry, &name, &spec).await,
         Op::Tarball(file) => cmd::tarball::get(registry, request, &name, &file).await,
-        Op::Put => Box::pin(cmd::publish::put(registry, request, access, &name, body)).await,
+        Op::Put => cmd::publish::put(registry, request, access, &name, body).await,
         Op::UnpublishVersions { rev } => {
-            Box::pin(cmd::unpublish::remove_versions(registry, &name, &rev, body)).await
+            cmd::unpublish::remove_versions(registry, &name, &rev, body).await
         }
-        Op::UnpublishPackage { rev } => {
-            Box::pin(cmd::unpublish::remove_package(registry, &name, &rev)).await
-        }
-        Op::DeleteTarball { rev, .. } => {
-            Box::pin(cmd::tarball::delete(registry, &name, &rev)).await
-        }
-        Op::DistTags => Box::pin(cmd::dist_tags::list(registry, &name)).await,
-        Op::AddDistTag(tag) => Box::pin(cmd::dist_tags::add(registry, &name, &tag, &body)).await,
-        Op::RemoveDistTag(tag) => Box::pin(cmd::dist_tags::remove(registry, &name, &tag)).await,
+        Op::UnpublishPackage { rev } => cmd::unpublish::remove_package(registry, &name, &rev).await,
+        Op::DeleteTarball { rev, .. } => cmd::tarball::delete(registry, &name, &rev).await,
+        Op::DistTags => cmd::dist_tags::list(registry, &name).await,
+        Op::AddDistTag(tag) => cmd::dist_tags::add(registry, &name, &tag, &body).await,
+        Op::RemoveDistTag(tag) => cmd::dist_tags::remove(registry, &name, &tag).await,
         Op::Visibility => Ok(cmd::oidc::visibility()),
         Op::ListTrust => cmd::trust::list(registry, &name),
-        Op::CreateTrust => Box::pin(cmd::trust::create(registry, access, &name, &body)).await,
-        Op::RevokeTrust(id) => Box::pin(cmd::trust::revoke(registry, &name, &id)).await,
+        Op::CreateTrust => cmd::trust::create(registry, access, &name, &body).await,
+        Op::RevokeTrust(id) => cmd::trust::revoke(registry, &name, &id).await,
     }
 }
 
