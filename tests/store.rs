@@ -215,18 +215,7 @@ fn a_conversion_killed_mid_way_converts_the_rest_on_the_next_start() {
     write_v1_database_with_copies(&db, COPIES);
 
     // Start on it and kill -9 once the conversion is under way.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nmr"))
-        .env_remove("RUST_LOG")
-        .env("NMR_AUTH__TYPE", "none")
-        .env("NMR_SERVER__HOST", "127.0.0.1")
-        .env("NMR_SERVER__PORT", "0")
-        .env("NMR_DB__PATH", &db)
-        .env("NMR_STORAGE__LOCAL__PATH", server.storage_path())
-        .env("NMR_LOGGER__LEVEL", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = server.command().spawn().unwrap();
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut first_log = String::new();
     for line in std::io::BufRead::lines(stderr).map_while(Result::ok) {

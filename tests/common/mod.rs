@@ -93,9 +93,11 @@ impl Server {
         }
     }
 
-    fn spawn(&mut self) {
-        let bin = env!("CARGO_BIN_EXE_nmr");
-        let mut cmd = Command::new(bin);
+    /// The command [`Server::start_again`] runs: nmr with this server's
+    /// arguments, data directories and environment, stdout and stderr
+    /// piped. For a test that must watch a start itself (and kill it).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nmr"));
         cmd.args(&self.args)
             .env_remove("RUST_LOG")
             .env("NMR_AUTH__TYPE", "none")
@@ -108,7 +110,11 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn nmr");
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let mut child = self.command().spawn().expect("spawn nmr");
         let stderr = child.stderr.take().unwrap();
         let log = self.stderr.clone();
         std::thread::spawn(move || {
