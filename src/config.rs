@@ -171,13 +171,43 @@ pub enum ReadPolicy {
     None,
 }
 
-/// `[db]`: the LevelDB metadata store.
+/// `[db]`: the metadata store.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DbConfig {
+    /// Where the truth is: this instance's LevelDB, or the S3 bucket of
+    /// `[storage.s3]` (`src/shared.rs`).
+    #[serde(rename = "type")]
+    pub kind: DbType,
+    /// The LevelDB directory: the truth under `local`, this instance's
+    /// cache (which may be deleted while nmr is stopped) under `s3`.
     pub path: PathBuf,
     /// MiB of rendered packuments kept in memory (`src/documents.rs`).
     pub cache_size: u64,
+    pub s3: DbS3Config,
+}
+
+/// Where the metadata's truth lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DbType {
+    /// This instance's LevelDB (`db.path`): one instance.
+    Local,
+    /// The bucket of `[storage.s3]`, shared by every instance.
+    S3,
+}
+
+/// `[db.s3]`: how an instance uses the shared bucket (`src/shared.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbS3Config {
+    /// Milliseconds a package's cached state may be served without asking
+    /// S3 whether it changed (one conditional GET then revalidates it).
+    pub max_staleness: u64,
+    /// Seconds a publish's claim on a version number (taken only when its
+    /// tarball's key is already occupied) holds off other publishers of
+    /// that number; a crashed publisher blocks it at most this long.
+    pub claim_timeout: u64,
 }
 
 /// Which backend keeps tarballs.
@@ -336,6 +366,19 @@ impl Config {
         if !self.storage.s3.endpoint.is_empty() {
             parse_base_url(&self.storage.s3.endpoint)
                 .map_err(|e| ConfigError(format!("storage.s3.endpoint: {e}")))?;
+        }
+        if self.db.kind == DbType::S3 && self.storage.kind != StorageType::S3 {
+            return Err(ConfigError(
+                "db.type = \"s3\" keeps the metadata in the bucket of [storage.s3]: set storage.type = \"s3\" too".into(),
+            ));
+        }
+        if self.db.s3.max_staleness > 3_600_000 {
+            return Err(ConfigError(
+                "db.s3.max_staleness: must be at most 3600000 milliseconds (an hour)".into(),
+            ));
+        }
+        if self.db.s3.claim_timeout == 0 {
+            return Err(ConfigError("db.s3.claim_timeout: must be above 0".into()));
         }
         if self.storage.s3.expires == 0 || self.storage.s3.expires > 7 * 24 * 3600 {
             return Err(ConfigError(

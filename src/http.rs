@@ -164,7 +164,7 @@ async fn authorize(
     route: &Route,
 ) -> Result<Option<Access>, ApiError> {
     if route.needs_user() {
-        let registry_token = cmd::registry_token(registry, request)?;
+        let registry_token = cmd::registry_token(registry, request).await?;
         let (identity, token) = registry
             .auth
             .identify(&request.credentials, request.client, registry_token)
@@ -180,11 +180,14 @@ async fn authorize(
     let Some((name, action)) = route.package() else {
         return Ok(None);
     };
+    // Under db.type = "s3", the cache of this package is revalidated
+    // first when older than db.s3.max_staleness (a no-op otherwise).
+    cmd::sync::fresh(registry, name).await?;
     let binding = match registry.auth {
         crate::auth::Auth::None => None,
         crate::auth::Auth::Github(_) => cmd::binding(registry, name)?,
     };
-    let registry_token = cmd::registry_token(registry, request)?;
+    let registry_token = cmd::registry_token(registry, request).await?;
     let access = registry
         .auth
         .authorize(
@@ -308,7 +311,7 @@ async fn run(
         Op::AddDistTag(tag) => cmd::dist_tags::add(registry, &name, &tag, &body).await,
         Op::RemoveDistTag(tag) => cmd::dist_tags::remove(registry, &name, &tag).await,
         Op::Visibility => Ok(cmd::oidc::visibility()),
-        Op::ListTrust => cmd::trust::list(registry, &name),
+        Op::ListTrust => cmd::trust::list(registry, &name).await,
         Op::CreateTrust => cmd::trust::create(registry, access, &name, &body).await,
         Op::RevokeTrust(id) => cmd::trust::revoke(registry, &name, &id).await,
     }

@@ -1,6 +1,7 @@
 //! The `nmr` binary: `nmr [--config FILE]` serves the registry;
 //! `nmr [--config FILE] healthcheck` asks a running one for `/-/ping` (the
-//! container health check: the image has no curl).
+//! container health check: the image has no curl); `nmr migrate --to s3`
+//! copies a local registry's metadata into the bucket (`src/migrate.rs`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +25,14 @@ enum Command {
     /// Exit 0 if the nmr configured here answers GET /-/ping with 200 on
     /// 127.0.0.1, else 1.
     Healthcheck,
+    /// Copy this registry's metadata (db.path) into the bucket of
+    /// [storage.s3] and verify it, so it can run with db.type = "s3".
+    /// Offline: stop nmr first. Idempotent.
+    Migrate {
+        /// Where to: `s3`.
+        #[arg(long, value_parser = ["s3"])]
+        to: String,
+    },
 }
 
 /// `logger.level` as an env_logger filter: a bare level (`info`) applies to
@@ -70,6 +79,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Migrate { .. }) = cli.command {
+        return match runtime.block_on(nmr::migrate::to_s3(&config)) {
+            Ok(r) => {
+                println!(
+                    "migrated to the bucket: {} packages copied, {} already there, {} versions, {} tokens, {} trust configurations; verified",
+                    r.copied, r.unchanged, r.versions, r.tokens, r.trust
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nmr migrate: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match runtime.block_on(nmr::server::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

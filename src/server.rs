@@ -37,6 +37,20 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
     let storage = Storage::from_config(&config.storage)
         .await
         .map_err(|e| StartupError(e.to_string()))?;
+    let shared = match (&config.db.kind, &storage) {
+        (crate::config::DbType::S3, Storage::S3(s3)) => {
+            let (client, prefix, describe) = s3.parts();
+            let shared = crate::shared::Shared::new(client, prefix, describe, &config.db.s3);
+            shared.probe().await.map_err(StartupError)?;
+            Some(Arc::new(shared))
+        }
+        (crate::config::DbType::S3, Storage::Local(_)) => {
+            return Err(StartupError(
+                "db.type = \"s3\" needs storage.type = \"s3\"".into(),
+            ));
+        }
+        (crate::config::DbType::Local, _) => None,
+    };
     let since = crate::github::unix_now().saturating_sub(KNOWN_TOKEN_MAX_AGE);
     let remembered = store
         .known_tokens(since)
@@ -55,7 +69,19 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
         }),
     );
     let revoker = store.clone();
+    let bucket = shared.clone();
     let on_gone = Box::new(move |github_id: u64| {
+        if let Some(shared) = bucket.clone() {
+            tokio::spawn(async move {
+                match shared.delete_user_tokens(github_id).await {
+                    Ok(n) => log::info!("revoked {n} registry tokens of GitHub user {github_id}"),
+                    Err(e) => {
+                        log::warn!("cannot revoke the tokens of GitHub user {github_id}: {e}")
+                    }
+                }
+            });
+            return;
+        }
         let store = revoker.clone();
         tokio::task::spawn_blocking(move || match store.delete_user_tokens(github_id) {
             Ok(n) => log::info!("revoked {n} registry tokens of GitHub user {github_id}"),
@@ -87,6 +113,7 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
         oidc,
         sessions: crate::login::Sessions::default(),
         token_uses: quick_cache::sync::Cache::new(100_000),
+        shared,
     })
 }
 

@@ -25,6 +25,7 @@
 //! | `u/{GitHub user id, 20 digits}/{key}` | a user's token, by its public key: the hex SHA-256 of its secret (for `npm token list`) |
 //! | `l/{hex SHA-256}` | when (Unix seconds, decimal) a registry token was last used, at most once a minute |
 //! | `p/{name}` | the package's trusted-publisher configurations (`npm trust`), a JSON array |
+//! | `s/{name}` | under `db.type = "s3"`: the shared record this cache holds and its ETag (`src/shared.rs`) |
 //!
 //! The layout before this one kept one canonical document per package
 //! (`d/{name}`) and its four rendered forms (`r/…`), rewritten whole on
@@ -264,6 +265,9 @@ fn assemble(stored: StoredRecord, index: &Index) -> PackageRecord {
 
 /// Bytes of version indexes kept in memory for the write path.
 const INDEX_CACHE: u64 = 32 << 20;
+
+/// A registry token's hash and its record as stored (raw JSON).
+pub type TokenBytes = ([u8; 32], Vec<u8>);
 
 /// A package's manifests as stored: (version, raw JSON), in publish order.
 pub type RawManifests = Vec<(String, Vec<u8>)>;
@@ -788,6 +792,91 @@ impl Store {
         })
     }
 
+    /// The shared record (and its ETag) this cache last applied, under
+    /// `db.type = "s3"` (`s/{name}`; `src/shared.rs`).
+    pub fn shared_state(
+        &self,
+        name: &PackageName,
+    ) -> Result<Option<(crate::shared::SharedRecord, String)>, StoreError> {
+        let held: Option<SharedState> =
+            self.get_json(&format!("s/{name}"), || format!("shared state of {name}"))?;
+        Ok(held.map(|h| (h.record, h.etag)))
+    }
+
+    /// Remembers that this cache holds `record`, whose ETag in S3 is `etag`.
+    pub fn set_shared_state(
+        &self,
+        name: &PackageName,
+        record: &crate::shared::SharedRecord,
+        etag: &str,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(&SharedStateOf { etag, record })
+            .map_err(|e| StoreError(format!("cannot serialise the shared state of {name}: {e}")))?;
+        let mut batch = WriteBatch::default();
+        batch.put(format!("s/{name}").as_bytes(), &json);
+        self.with_db(|db| Ok(db.write(batch, false)?))
+    }
+
+    /// Makes the local records of `name` what `record` (from S3, ETag
+    /// `etag`) says: `manifests` holds the manifest of every version whose
+    /// manifest the cache lacks or holds under another hash (the others
+    /// stay as stored). Returns the versions it removed.
+    pub fn apply_shared(
+        &self,
+        name: &PackageName,
+        record: &crate::shared::SharedRecord,
+        mut manifests: std::collections::HashMap<String, Value>,
+        etag: &str,
+    ) -> Result<Vec<Version>, StoreError> {
+        if record.record.is_null() {
+            // A placeholder holding a first publish's claim: no package.
+            self.set_shared_state(name, record, etag)?;
+            return Ok(Vec::new());
+        }
+        let stored: StoredRecord = serde_json::from_value(record.record.clone())
+            .map_err(|e| StoreError(format!("the shared record of {name} is corrupt: {e}")))?;
+        let versions = record
+            .versions
+            .iter()
+            .map(|(v, _)| (v.clone(), manifests.remove(v).unwrap_or(Value::Null)))
+            .collect();
+        let time = time_map(
+            &stored.time,
+            record.times.len(),
+            record.times.iter().cloned(),
+        );
+        let doc = stored.into_packument(versions, time);
+        let removed = self.commit(name, &doc, record.binding.as_ref())?;
+        self.set_shared_state(name, record, etag)?;
+        Ok(removed)
+    }
+
+    /// Every package name with a package record, in key order (for
+    /// `nmr migrate --to s3`).
+    pub fn package_names(&self) -> Result<Vec<PackageName>, StoreError> {
+        self.scan(b"P/")?
+            .into_iter()
+            .map(|(k, _)| {
+                std::str::from_utf8(&k[2..])
+                    .ok()
+                    .and_then(|n| PackageName::parse(n).ok())
+                    .ok_or_else(|| StoreError("a stored package name is invalid".into()))
+            })
+            .collect()
+    }
+
+    /// Every registry token record (raw JSON) with its hash (for `nmr
+    /// migrate`).
+    pub fn all_tokens(&self) -> Result<Vec<TokenBytes>, StoreError> {
+        let mut found = Vec::new();
+        for (k, v) in self.scan(b"k/")? {
+            if let Ok(Ok(hash)) = hex::decode(&k[2..]).map(<[u8; 32]>::try_from) {
+                found.push((hash, v));
+            }
+        }
+        Ok(found)
+    }
+
     /// The registry token whose secret hashes to `hash`, if any.
     pub fn token(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
         self.get_json(&format!("k/{}", hex::encode(hash)), || {
@@ -954,6 +1043,34 @@ struct RecordOf<'a> {
     maintainers: &'a [Value],
     #[serde(skip_serializing_if = "Option::is_none")]
     readme: Option<&'a str>,
+}
+
+/// What `s/{name}` holds.
+#[derive(Deserialize)]
+struct SharedState {
+    etag: String,
+    record: crate::shared::SharedRecord,
+}
+
+/// [`SharedState`] borrowed, for writing.
+#[derive(Serialize)]
+struct SharedStateOf<'a> {
+    etag: &'a str,
+    record: &'a crate::shared::SharedRecord,
+}
+
+/// The package record of `doc` as a JSON value (what S3's shared record
+/// carries, `src/shared.rs`), and its versions' publish times in order.
+pub fn record_parts(
+    name: &PackageName,
+    doc: &Packument,
+) -> Result<(Value, Vec<(String, String)>), StoreError> {
+    let record = serde_json::from_slice(&record_of(name, doc)?)
+        .map_err(|e| StoreError(format!("cannot serialise {name}: {e}")))?;
+    let times = version_times(doc)
+        .map(|(v, at)| (v.to_string(), at.to_string()))
+        .collect();
+    Ok((record, times))
 }
 
 /// The package record of `doc` as stored under `P/{name}`.

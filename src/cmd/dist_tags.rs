@@ -8,7 +8,7 @@ use http::StatusCode;
 use http::header::{self, HeaderValue};
 use warp::reply::Response;
 
-use crate::cmd::{commit, live_packument};
+use crate::cmd::{commit, live_packument, sync};
 use crate::error::ApiError;
 use crate::name::PackageName;
 use crate::packument;
@@ -62,16 +62,21 @@ pub async fn remove(
 async fn change(
     registry: &Registry,
     name: &PackageName,
-    edit: impl FnOnce(&mut packument::Packument) -> Result<(), ApiError>,
+    edit: impl Fn(&mut packument::Packument) -> Result<(), ApiError> + Sync,
 ) -> Result<Response, ApiError> {
     let _guard = registry.store.lock(name).await;
-    let mut doc = live_packument(registry, name, &[])?;
-    let before = doc.rev.clone();
-    edit(&mut doc)?;
-    let rev = if doc.rev != before {
-        commit(registry, name, doc, None).await?
-    } else {
-        doc.rev
-    };
+    let rev = sync::retrying(registry, name, || {
+        Box::pin(async {
+            let mut doc = live_packument(registry, name, &[])?;
+            let before = doc.rev.clone();
+            edit(&mut doc)?;
+            if doc.rev != before {
+                commit(registry, name, doc, None).await
+            } else {
+                Ok(doc.rev)
+            }
+        })
+    })
+    .await?;
     Ok(ok(StatusCode::OK, name.as_str(), &rev))
 }

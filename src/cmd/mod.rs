@@ -23,9 +23,11 @@
 
 pub mod dist_tags;
 pub mod login;
+pub mod meta;
 pub mod oidc;
 pub mod packument;
 pub mod publish;
+pub mod sync;
 pub mod tarball;
 pub mod tokens;
 pub mod trust;
@@ -77,14 +79,21 @@ pub fn check_rev(doc: &Packument, rev: &str) -> Result<(), ApiError> {
 
 /// Commits `doc` as `name`'s packument, replacing what is stored
 /// ([`crate::store::Store::commit`]); `binding`, when given, becomes the
-/// package's GitHub repository in the same write. Returns the new `_rev`.
+/// package's GitHub repository in the same write. Under `db.type = "s3"`
+/// the bucket's record is replaced first, by compare-and-swap
+/// ([`sync::commit`]; run inside [`sync::retrying`]). Returns the new
+/// `_rev`.
 pub async fn commit(
     registry: &Registry,
     name: &PackageName,
     doc: Packument,
     binding: Option<Repo>,
 ) -> Result<String, ApiError> {
-    write(registry, name, move |store, name| {
+    let shared = match &registry.shared {
+        Some(shared) => Some(sync::commit(shared, name, &doc, binding.as_ref(), None).await?),
+        None => None,
+    };
+    write(registry, name, shared, move |store, name| {
         let removed = store.commit(name, &doc, binding.as_ref())?;
         Ok((doc.rev, removed))
     })
@@ -93,7 +102,8 @@ pub async fn commit(
 
 /// Commits the publish of `version`: `doc` is the publish rule's result
 /// on a [`crate::store::Store::publish_view`]
-/// ([`crate::store::Store::commit_publish`]). Returns the new `_rev`.
+/// ([`crate::store::Store::commit_publish`]; under `s3`, the bucket's
+/// record first, as [`commit`]). Returns the new `_rev`.
 pub async fn commit_publish(
     registry: &Registry,
     name: &PackageName,
@@ -101,30 +111,64 @@ pub async fn commit_publish(
     version: Version,
     binding: Option<Repo>,
 ) -> Result<String, ApiError> {
-    write(registry, name, move |store, name| {
+    let shared = match &registry.shared {
+        Some(shared) => {
+            Some(sync::commit(shared, name, &doc, binding.as_ref(), Some(&version)).await?)
+        }
+        None => None,
+    };
+    write(registry, name, shared, move |store, name| {
         store.commit_publish(name, &doc, &version, binding.as_ref())?;
         Ok((doc.rev, Vec::new()))
     })
     .await
 }
 
-/// Runs a store write on the blocking pool (it fsyncs); then the package's
-/// cached documents and the tarballs of the versions it removed are
-/// forgotten, whatever the outcome.
+/// Runs a store write on the blocking pool (it fsyncs), recording the
+/// bucket's record `shared` already committed (under `s3`) as what the
+/// cache holds; then the package's cached documents and the tarballs of
+/// the versions it removed are forgotten, whatever the outcome.
 async fn write(
     registry: &Registry,
     name: &PackageName,
+    shared: Option<(crate::shared::SharedRecord, String)>,
     apply: impl FnOnce(&Store, &PackageName) -> Result<(String, Vec<Version>), StoreError>
     + Send
     + 'static,
 ) -> Result<String, ApiError> {
     let store = registry.store.clone();
     let owned = name.clone();
-    let result = tokio::task::spawn_blocking(move || apply(&store, &owned)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let applied = apply(&store, &owned)?;
+        if let Some((record, etag)) = &shared {
+            store.set_shared_state(&owned, record, etag)?;
+        }
+        Ok::<_, StoreError>((applied, shared))
+    })
+    .await;
     registry.documents.invalidate(name);
-    let (rev, removed) = result
-        .map_err(|e| ApiError::internal(format!("the commit did not finish: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let result = result
+        .map_err(|e| ApiError::internal(format!("the commit did not finish: {e}")))
+        .and_then(|r| r.map_err(|e| ApiError::internal(e.to_string())));
+    let ((rev, removed), shared) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            // The bucket may hold the write the cache lacks: ask it again.
+            if let Some(s) = &registry.shared {
+                s.forget(name);
+            }
+            return Err(e);
+        }
+    };
+    if let (Some(s), Some((record, etag))) = (&registry.shared, shared) {
+        s.remember(
+            name,
+            crate::shared::State {
+                current: Some((std::sync::Arc::new(record), etag)),
+                validated: std::time::Instant::now(),
+            },
+        );
+    }
     for version in &removed {
         registry.tarballs.remove(name, version);
     }
@@ -158,6 +202,31 @@ pub async fn rebind(
     repo: &Repo,
 ) -> Result<(), ApiError> {
     let _guard = registry.store.lock(name).await;
+    if registry.shared.is_some() {
+        // The binding is part of the bucket's record: compare-and-swap it.
+        let same = |a: Option<&Repo>, b: Option<&Repo>| {
+            a.map(|c| (&c.owner, &c.name, c.id)) == b.map(|c| (&c.owner, &c.name, c.id))
+        };
+        return sync::retrying(registry, name, || {
+            Box::pin(async {
+                if !same(binding(registry, name)?.as_ref(), bound) {
+                    return Ok(());
+                }
+                let Some(doc) = registry
+                    .store
+                    .package(name, &[])
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                else {
+                    return Ok(());
+                };
+                log::info!("{name}: its GitHub repository is now {repo}");
+                commit(registry, name, doc, Some(repo.clone()))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .await;
+    }
     let store = registry.store.clone();
     let owned = name.clone();
     let (bound, repo) = (bound.cloned(), repo.clone());
@@ -188,7 +257,7 @@ pub async fn rebind(
 /// no such token); `None` otherwise (`auth.type = "none"` ignores every
 /// token). A found token's use is recorded (`l/{hash}`), at most once a
 /// minute per token, off the request's path.
-pub fn registry_token(
+pub async fn registry_token(
     registry: &Registry,
     request: &Request,
 ) -> Result<Option<Option<TokenRecord>>, ApiError> {
@@ -202,10 +271,7 @@ pub fn registry_token(
         return Ok(None);
     }
     let hash = c.hash();
-    let record = registry
-        .store
-        .token(&hash)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let record = meta::token(registry, &hash).await?;
     if record.is_some() {
         let now = crate::github::unix_now();
         let fresh = registry
@@ -241,12 +307,7 @@ pub async fn store_new_token(
 ) -> Result<(String, TokenRecord), ApiError> {
     let (secret, hash) = crate::tokens::generate().map_err(ApiError::internal)?;
     record.prefix = crate::tokens::mask(&secret);
-    let store = registry.store.clone();
-    let stored = record.clone();
-    tokio::task::spawn_blocking(move || store.put_token(&hash, &stored))
-        .await
-        .map_err(|e| ApiError::internal(format!("storing the token did not finish: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    meta::put_token(registry, &hash, &record).await?;
     Ok((secret, record))
 }
 
@@ -287,6 +348,13 @@ pub fn binding(registry: &Registry, name: &PackageName) -> Result<Option<Repo>, 
 /// failure leaves an orphan file, never a dangling reference, so it is
 /// logged rather than reported.
 pub async fn delete_tarballs(registry: &Registry, name: &PackageName, versions: &[Version]) {
+    if registry.shared.is_some() && registry.config.settings.allow_previous_version {
+        // Another instance may publish the number again at any moment,
+        // under the same key: its bytes must not be deleted, so the old
+        // ones stay (never served: no record names them; a republish
+        // replaces them under a claim, `sync::place_tarball`).
+        return;
+    }
     for version in versions {
         if let Err(e) = registry.storage.delete(name, version).await {
             log::warn!("unpublished {name}@{version} but could not delete its tarball: {e}");

@@ -45,6 +45,13 @@ pub async fn exchange(
         Ok(verified) => verified,
         Err(refusal) => return Ok(refusal),
     };
+    if !crate::cmd::meta::first_use_of_jti(registry, &claims.jti).await? {
+        return Ok(refused(Refused {
+            status: StatusCode::UNAUTHORIZED,
+            message: "this ID token (jti) was already exchanged: request a new one".into(),
+        }));
+    }
+    crate::cmd::sync::fresh(registry, name).await?;
     let binding = crate::cmd::binding(registry, name)?;
     if binding.is_none()
         && registry
@@ -60,10 +67,7 @@ pub async fn exchange(
             ),
         }));
     }
-    let trust = registry
-        .store
-        .trust(name)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let (trust, _) = crate::cmd::meta::trust(registry, name).await?;
     let grant = match oidc::decide(
         name,
         binding.as_ref(),
@@ -111,6 +115,12 @@ pub async fn exchange_read(registry: &Registry, request: &Request) -> Result<Res
         Ok(verified) => verified,
         Err(refusal) => return Ok(refusal),
     };
+    if !crate::cmd::meta::first_use_of_jti(registry, &claims.jti).await? {
+        return Ok(refused(Refused {
+            status: StatusCode::UNAUTHORIZED,
+            message: "this ID token (jti) was already exchanged: request a new one".into(),
+        }));
+    }
     let grant = match oidc::decide_read(&claims, policy) {
         Ok(grant) => grant,
         Err(r) => return Ok(refused(r)),

@@ -18,7 +18,11 @@ use serde_json::Value;
 use warp::reply::Response;
 
 use crate::auth::Access;
-use crate::cmd::{binding, check_rev, commit, commit_publish, live_packument, parse_blocking};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::cmd::{
+    binding, check_rev, commit, commit_publish, live_packument, parse_blocking, sync,
+};
 use crate::error::ApiError;
 use crate::name::PackageName;
 use crate::packument::{self, PublishOutcome};
@@ -104,45 +108,75 @@ async fn publish(
     let integrity = verified.new.dist.integrity.clone();
 
     let _guard = registry.store.lock(name).await;
-    if binding(registry, name)? != bound {
-        return Err(ApiError::conflict(format!(
-            "the GitHub repository of {name} changed during this publish: publish again"
-        )));
+    // Under db.type = "s3", whether this publish wrote the tarball's key
+    // (kept across attempts: `sync::place_tarball`).
+    let created = AtomicBool::new(false);
+    let attempt = || {
+        let new = verified.new.clone();
+        let (bound, binding_to, created) = (&bound, grant.binding.clone(), &created);
+        let (version, integrity, identity, tarball) =
+            (&version, &integrity, &identity, &verified.tarball);
+        Box::pin(async move {
+            if binding(registry, name)? != *bound {
+                return Err(ApiError::conflict(format!(
+                    "the GitHub repository of {name} changed during this publish: publish again"
+                )));
+            }
+            let previous = registry
+                .store
+                .publish_view(name, version)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let previous_rev = previous.as_ref().map(|p| p.rev.clone());
+            let outcome = packument::publish(
+                previous,
+                name,
+                new,
+                &identity.username,
+                Utc::now(),
+                registry.config.settings.allow_previous_version,
+            )?;
+            let doc = match outcome {
+                PublishOutcome::AlreadyPublished => {
+                    let rev = previous_rev.unwrap_or_default();
+                    return Ok(ok(StatusCode::OK, name.as_str(), &rev));
+                }
+                PublishOutcome::Published(doc) => *doc,
+            };
+            if let Some(shared) = &registry.shared {
+                // The bucket is shared: a losing writer must never touch
+                // the winner's bytes, so no overwrite and no delete here.
+                sync::check_claim(shared, name, version, integrity)?;
+                let mut wrote = created.load(Ordering::Relaxed);
+                let placed = sync::place_tarball(
+                    registry, shared, name, version, tarball, integrity, &mut wrote,
+                )
+                .await;
+                created.store(wrote, Ordering::Relaxed);
+                placed?;
+                let rev = commit_publish(registry, name, doc, version.clone(), binding_to).await?;
+                return Ok(ok(StatusCode::CREATED, name.as_str(), &rev));
+            }
+            registry
+                .storage
+                .put(name, version, tarball.clone(), integrity)
+                .await
+                .map_err(|e| ApiError::unavailable(format!("{e}; nothing was published")))?;
+            let rev = match commit_publish(registry, name, doc, version.clone(), binding_to).await {
+                Ok(rev) => rev,
+                Err(e) => {
+                    crate::cmd::delete_tarballs(registry, name, std::slice::from_ref(version))
+                        .await;
+                    return Err(e);
+                }
+            };
+            Ok(ok(StatusCode::CREATED, name.as_str(), &rev))
+        }) as sync::Attempt<'_, Response>
+    };
+    let response = sync::retrying(registry, name, attempt).await?;
+    if response.status() == StatusCode::CREATED {
+        log::info!("published {name}@{version} by {}", identity.username);
     }
-    let previous = registry
-        .store
-        .publish_view(name, &version)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let previous_rev = previous.as_ref().map(|p| p.rev.clone());
-    let outcome = packument::publish(
-        previous,
-        name,
-        verified.new,
-        &identity.username,
-        Utc::now(),
-        registry.config.settings.allow_previous_version,
-    )?;
-    let doc = match outcome {
-        PublishOutcome::AlreadyPublished => {
-            let rev = previous_rev.unwrap_or_default();
-            return Ok(ok(StatusCode::OK, name.as_str(), &rev));
-        }
-        PublishOutcome::Published(doc) => *doc,
-    };
-    registry
-        .storage
-        .put(name, &version, verified.tarball, &integrity)
-        .await
-        .map_err(|e| ApiError::unavailable(format!("{e}; nothing was published")))?;
-    let rev = match commit_publish(registry, name, doc, version.clone(), grant.binding).await {
-        Ok(rev) => rev,
-        Err(e) => {
-            crate::cmd::delete_tarballs(registry, name, std::slice::from_ref(&version)).await;
-            return Err(e);
-        }
-    };
-    log::info!("published {name}@{version} by {}", identity.username);
-    Ok(ok(StatusCode::CREATED, name.as_str(), &rev))
+    Ok(response)
 }
 
 async fn deprecate(
@@ -161,15 +195,20 @@ async fn deprecate(
     let versions = body.deprecations()?;
     let _guard = registry.store.lock(name).await;
     let wanted: Vec<&str> = versions.keys().map(String::as_str).collect();
-    let mut doc = live_packument(registry, name, &wanted)?;
-    if let Some(rev) = body.rev() {
-        check_rev(&doc, &rev)?;
-    }
-    let rev = if packument::deprecate(&mut doc, &versions)? {
-        doc.touch(Utc::now());
-        commit(registry, name, doc, None).await?
-    } else {
-        doc.rev
-    };
+    let rev = sync::retrying(registry, name, || {
+        Box::pin(async {
+            let mut doc = live_packument(registry, name, &wanted)?;
+            if let Some(rev) = body.rev() {
+                check_rev(&doc, &rev)?;
+            }
+            if packument::deprecate(&mut doc, &versions)? {
+                doc.touch(Utc::now());
+                commit(registry, name, doc, None).await
+            } else {
+                Ok(doc.rev)
+            }
+        })
+    })
+    .await?;
     Ok(ok(StatusCode::OK, name.as_str(), &rev))
 }

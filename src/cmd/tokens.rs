@@ -88,19 +88,12 @@ async fn live_tokens(
     registry: &Registry,
     github_id: u64,
 ) -> Result<Vec<([u8; 32], TokenRecord)>, ApiError> {
-    let store = registry.store.clone();
     let now = unix_now();
-    let mut found = tokio::task::spawn_blocking(move || {
-        let mut all = store.user_tokens(github_id)?;
-        for (hash, _) in all.iter().filter(|(_, r)| r.revoked || r.expires <= now) {
-            store.delete_token(hash)?;
-        }
-        all.retain(|(_, r)| !r.revoked && r.expires > now);
-        Ok::<_, crate::store::StoreError>(all)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("listing tokens did not finish: {e}")))?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut found = crate::cmd::meta::user_tokens(registry, github_id).await?;
+    for (hash, _) in found.iter().filter(|(_, r)| r.revoked || r.expires <= now) {
+        crate::cmd::meta::delete_token(registry, hash).await?;
+    }
+    found.retain(|(_, r)| !r.revoked && r.expires > now);
     found.sort_by(|a, b| (a.1.created, &a.1.key).cmp(&(b.1.created, &b.1.key)));
     Ok(found)
 }
@@ -344,11 +337,7 @@ pub async fn revoke(
             ));
         }
     };
-    let store = registry.store.clone();
-    tokio::task::spawn_blocking(move || store.delete_token(&hash))
-        .await
-        .map_err(|e| ApiError::internal(format!("revoking did not finish: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    crate::cmd::meta::delete_token(registry, &hash).await?;
     log::info!("{} revoked one of their tokens", access.identity.username);
     let mut response = json(StatusCode::NO_CONTENT, "");
     response.headers_mut().remove(http::header::CONTENT_TYPE);

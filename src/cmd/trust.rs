@@ -19,29 +19,11 @@ use crate::oidc::{TrustClaims, TrustConfig, WorkflowFile};
 use crate::registry::Registry;
 use crate::request::json;
 
-fn stored(registry: &Registry, name: &PackageName) -> Result<Vec<TrustConfig>, ApiError> {
-    registry
-        .store
-        .trust(name)
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-async fn save(
-    registry: &Registry,
-    name: &PackageName,
-    configs: Vec<TrustConfig>,
-) -> Result<(), ApiError> {
-    let store = registry.store.clone();
-    let name = name.clone();
-    tokio::task::spawn_blocking(move || store.set_trust(&name, &configs))
-        .await
-        .map_err(|e| ApiError::internal(format!("saving the configuration did not finish: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
+use crate::cmd::meta;
 
 /// `GET /-/package/{name}/trust` → the configurations, as a JSON array.
-pub fn list(registry: &Registry, name: &PackageName) -> Result<Response, ApiError> {
-    let configs = stored(registry, name)?;
+pub async fn list(registry: &Registry, name: &PackageName) -> Result<Response, ApiError> {
+    let (configs, _) = meta::trust(registry, name).await?;
     Ok(json(
         StatusCode::OK,
         serde_json::to_string(&configs).unwrap_or_else(|_| "[]".into()),
@@ -103,7 +85,7 @@ pub async fn create(
             "the workflow must be a file name ending in .yml or .yaml, not {file:?}"
         )));
     }
-    let mut configs = stored(registry, name)?;
+    let (mut configs, read) = meta::trust(registry, name).await?;
     if !configs.is_empty() {
         return Err(ApiError::conflict(format!(
             "{name} already has a trusted publisher (id {}): revoke it first with npm trust revoke",
@@ -131,7 +113,7 @@ pub async fn create(
         permissions,
     };
     configs.push(config.clone());
-    save(registry, name, configs).await?;
+    meta::set_trust(registry, name, configs, read).await?;
     log::info!(
         "{name}: {} trusts {} (by {})",
         config.claims.repository,
@@ -150,7 +132,7 @@ pub async fn revoke(
     name: &PackageName,
     id: &str,
 ) -> Result<Response, ApiError> {
-    let mut configs = stored(registry, name)?;
+    let (mut configs, read) = meta::trust(registry, name).await?;
     let before = configs.len();
     configs.retain(|c| c.id != id);
     if configs.len() == before {
@@ -158,7 +140,7 @@ pub async fn revoke(
             "{name} has no trusted publisher with id {id}"
         )));
     }
-    save(registry, name, configs).await?;
+    meta::set_trust(registry, name, configs, read).await?;
     let mut response = json(StatusCode::NO_CONTENT, "");
     response.headers_mut().remove(http::header::CONTENT_TYPE);
     Ok(response)

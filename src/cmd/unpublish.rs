@@ -12,7 +12,7 @@ use chrono::Utc;
 use http::StatusCode;
 use warp::reply::Response;
 
-use crate::cmd::{check_rev, commit, delete_tarballs, live_packument, parse_blocking};
+use crate::cmd::{check_rev, commit, delete_tarballs, live_packument, parse_blocking, sync};
 use crate::error::ApiError;
 use crate::name::PackageName;
 use crate::packument;
@@ -37,17 +37,22 @@ pub async fn remove_versions(
     };
     let keep: Vec<String> = versions.into_keys().collect();
     let _guard = registry.store.lock(name).await;
-    let mut doc = live_packument(registry, name, &[])?;
-    check_rev(&doc, rev)?;
-    let removed = packument::unpublish_versions(&mut doc, &keep, Utc::now())?;
-    let rev = if removed.is_empty() {
-        doc.rev
-    } else {
-        let rev = commit(registry, name, doc, None).await?;
+    let (rev, removed) = sync::retrying(registry, name, || {
+        Box::pin(async {
+            let mut doc = live_packument(registry, name, &[])?;
+            check_rev(&doc, rev)?;
+            let removed = packument::unpublish_versions(&mut doc, &keep, Utc::now())?;
+            if removed.is_empty() {
+                return Ok((doc.rev, removed));
+            }
+            Ok((commit(registry, name, doc, None).await?, removed))
+        })
+    })
+    .await?;
+    if !removed.is_empty() {
         delete_tarballs(registry, name, &removed).await;
         log::info!("unpublished {} version(s) of {name}", removed.len());
-        rev
-    };
+    }
     Ok(ok(StatusCode::OK, name.as_str(), &rev))
 }
 
@@ -58,10 +63,15 @@ pub async fn remove_package(
     rev: &str,
 ) -> Result<Response, ApiError> {
     let _guard = registry.store.lock(name).await;
-    let mut doc = live_packument(registry, name, &[])?;
-    check_rev(&doc, rev)?;
-    let removed = packument::unpublish_all(&mut doc, Utc::now());
-    let rev = commit(registry, name, doc, None).await?;
+    let (rev, removed) = sync::retrying(registry, name, || {
+        Box::pin(async {
+            let mut doc = live_packument(registry, name, &[])?;
+            check_rev(&doc, rev)?;
+            let removed = packument::unpublish_all(&mut doc, Utc::now());
+            Ok((commit(registry, name, doc, None).await?, removed))
+        })
+    })
+    .await?;
     delete_tarballs(registry, name, &removed).await;
     log::info!("unpublished {name} ({} version(s))", removed.len());
     Ok(ok(StatusCode::OK, name.as_str(), &rev))

@@ -109,11 +109,7 @@ pub async fn logout(registry: &Registry, request: &Request) -> Result<Response, 
         .unwrap_or_default();
     if crate::tokens::is_registry_token(&token) && token.len() <= crate::auth::MAX_TOKEN_LEN {
         let hash = crate::auth::hash_token(&token);
-        let store = registry.store.clone();
-        tokio::task::spawn_blocking(move || store.delete_token(&hash))
-            .await
-            .map_err(|e| ApiError::internal(format!("logging out did not finish: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        crate::cmd::meta::delete_token(registry, &hash).await?;
     }
     Ok(json(StatusCode::OK, r#"{"ok":true}"#))
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
@@ -109,7 +109,11 @@ impl S3Storage {
             };
             builder = builder.with_endpoint(endpoint);
         }
-        builder = builder.with_virtual_hosted_style_request(!config.force_path_style);
+        builder = builder
+            .with_virtual_hosted_style_request(!config.force_path_style)
+            // `If-None-Match` / `If-Match` on PUT (the shared metadata's
+            // compare-and-swap, `src/shared.rs`).
+            .with_conditional_put(S3ConditionalPut::ETagMatch);
         if !config.access_key_id.is_empty() {
             builder = builder.with_access_key_id(&config.access_key_id);
         }
@@ -145,6 +149,16 @@ impl S3Storage {
         }
     }
 
+    /// The client, the normalised prefix and the bucket's description, for
+    /// the shared metadata in the same bucket (`src/shared.rs`).
+    pub fn parts(&self) -> (AmazonS3, String, String) {
+        (
+            self.store.clone(),
+            self.prefix.clone(),
+            self.describe.clone(),
+        )
+    }
+
     pub(super) async fn put(
         &self,
         name: &PackageName,
@@ -152,6 +166,25 @@ impl S3Storage {
         tarball: Bytes,
         integrity: &str,
     ) -> Result<(), StorageError> {
+        self.put_mode(name, version, tarball, integrity, PutMode::Overwrite)
+            .await
+            .map_err(|e| match e {
+                PutFailure::Taken => self.error(format!("cannot upload {name}@{version}: taken")),
+                PutFailure::Other(e) => e,
+            })
+    }
+
+    /// Uploads `name@version` in `mode`: `Create` (`If-None-Match: *`) and
+    /// `Update` (`If-Match`) fail with [`PutFailure::Taken`] when the
+    /// condition does not hold.
+    pub async fn put_mode(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        tarball: Bytes,
+        integrity: &str,
+        mode: PutMode,
+    ) -> Result<(), PutFailure> {
         let mut attributes = Attributes::new();
         attributes.insert(Attribute::ContentType, "application/octet-stream".into());
         attributes.insert(
@@ -159,19 +192,54 @@ impl S3Storage {
             integrity.to_string().into(),
         );
         let options = PutOptions {
-            mode: PutMode::Overwrite,
+            mode,
             attributes,
             ..PutOptions::default()
         };
-        self.store
+        match self
+            .store
             .put_opts(
                 &self.path(name, version),
                 PutPayload::from(tarball),
                 options,
             )
             .await
-            .map(|_| ())
-            .map_err(|e| self.error(format!("cannot upload {name}@{version}: {e}")))
+        {
+            Ok(_) => Ok(()),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Err(PutFailure::Taken),
+            Err(e) => Err(PutFailure::Other(
+                self.error(format!("cannot upload {name}@{version}: {e}")),
+            )),
+        }
+    }
+
+    /// The bytes and ETag of the tarball of `name@version`, if stored, read
+    /// whole: only for a publish that found its key taken, bounded by the
+    /// largest body nmr accepts (`limit` bytes).
+    pub async fn read_whole(
+        &self,
+        name: &PackageName,
+        version: &Version,
+        limit: u64,
+    ) -> Result<Option<(Bytes, String)>, StorageError> {
+        match self.store.get(&self.path(name, version)).await {
+            Ok(result) if result.meta.size > limit => Err(self.error(format!(
+                "the stored tarball of {name}@{version} is larger than server.max_body_size"
+            ))),
+            Ok(result) => {
+                let etag = result.meta.e_tag.clone().unwrap_or_default();
+                let bytes = result
+                    .bytes()
+                    .await
+                    .map_err(|e| self.error(format!("cannot read {name}@{version}: {e}")))?;
+                Ok(Some((bytes, etag)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(format!("cannot read {name}@{version}: {e}"))),
+        }
     }
 
     pub(super) async fn get(
@@ -213,6 +281,14 @@ impl S3Storage {
             Err(e) => Err(self.error(format!("cannot delete {name}@{version}: {e}"))),
         }
     }
+}
+
+/// Why a conditional upload did not happen.
+#[derive(Debug)]
+pub enum PutFailure {
+    /// The condition failed: the key is taken (or changed).
+    Taken,
+    Other(StorageError),
 }
 
 /// `https://host` → `https://BUCKET.host`, the virtual-hosted form of a
