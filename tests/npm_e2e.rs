@@ -3,14 +3,16 @@
 //! redirect of unscoped packages to the upstream registry.
 //!
 //! The scenarios that touch tarballs run on every storage backend: local
-//! disk, S3 streamed by nmr, and S3 through presigned redirects.
+//! disk, S3 streamed by nmr, S3 through presigned redirects, and S3 as the
+//! metadata's truth (`db.type = "s3"`).
 
 mod common;
 
 use common::{Backend, Npm, Server, Upstream};
 
-/// Runs each named scenario `fn(Backend)` as three tests: `local`, `s3` and
-/// `s3_redirect`.
+/// Runs each named scenario `fn(Backend)` as four tests: `local`, `s3`,
+/// `s3_redirect` and `shared_db` (`db.type = "s3"`: the metadata in the
+/// bucket too).
 macro_rules! on_every_backend {
     ($($scenario:ident),* $(,)?) => {$(
         mod $scenario {
@@ -26,6 +28,10 @@ macro_rules! on_every_backend {
             #[test]
             fn s3_redirect() {
                 super::$scenario(Backend::S3Redirect)
+            }
+            #[test]
+            fn shared_db() {
+                super::$scenario(Backend::Shared)
             }
         }
     )*};
@@ -181,10 +187,8 @@ fn deprecate_and_unpublish(backend: Backend) {
     let view = npm.ok(&app, &["view", "@acme/widget@1.0.0", "deprecated"]);
     assert_eq!(view.stdout.trim(), "");
 
-    let tarball = server
-        .storage_path()
-        .join("@acme/widget/-/widget-1.0.0.tgz");
-    assert!(tarball.is_file());
+    let tarball = "@acme/widget/-/widget-1.0.0.tgz";
+    assert!(server.has_tarball(tarball));
     let out = npm.ok(&app, &["unpublish", "@acme/widget@1.0.0"]);
     assert!(out.stdout.contains("- @acme/widget@1.0.0"), "{}", out.all());
     let view = npm.ok(&app, &["view", "@acme/widget", "versions", "--json"]);
@@ -193,7 +197,7 @@ fn deprecate_and_unpublish(backend: Backend) {
         json!(["1.1.0"])
     );
     assert!(
-        !tarball.exists(),
+        !server.has_tarball(tarball),
         "the unpublished version's tarball is deleted"
     );
     let get = server.http().get("/@acme/widget/-/widget-1.0.0.tgz", &[]);
@@ -209,12 +213,7 @@ fn deprecate_and_unpublish(backend: Backend) {
     let out = npm.ok(&app, &["unpublish", "@acme/widget", "--force"]);
     assert!(out.stdout.contains("- @acme/widget"), "{}", out.all());
     npm.fails(&app, &["view", "@acme/widget"], "E404");
-    assert!(
-        !server
-            .storage_path()
-            .join("@acme/widget/-/widget-1.1.0.tgz")
-            .exists()
-    );
+    assert!(!server.has_tarball("@acme/widget/-/widget-1.1.0.tgz"));
     // The other package is untouched.
     npm.ok(&app, &["view", "@acme/base", "version"]);
 }

@@ -23,6 +23,9 @@ pub enum Backend {
     S3,
     /// S3 with `storage.s3.redirect = true` (presigned 302s).
     S3Redirect,
+    /// `db.type = "s3"`: metadata and tarballs in a moto S3 server, which
+    /// enforces conditional writes (docs/s3-conditional-writes.md).
+    Shared,
 }
 
 /// A running `nmr` process. Killed on drop.
@@ -54,8 +57,15 @@ impl Server {
         if backend == Backend::Local {
             return Self::start(env);
         }
-        let s3 = S3Server::start();
+        let s3 = if backend == Backend::Shared {
+            S3Server::start_moto()
+        } else {
+            S3Server::start()
+        };
         let mut all = s3.env(backend == Backend::S3Redirect);
+        if backend == Backend::Shared {
+            all.extend(S3Server::shared_db_env());
+        }
         all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let borrowed: Vec<(&str, &str)> =
             all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -90,6 +100,15 @@ impl Server {
         match &self.s3 {
             Some(s3) => s3.objects(),
             None => self.dir.path().join("storage"),
+        }
+    }
+
+    /// Whether the tarball at `path` (e.g. `@acme/a/-/a-1.0.0.tgz`) is in
+    /// this server's storage.
+    pub fn has_tarball(&self, path: &str) -> bool {
+        match &self.s3 {
+            Some(s3) => s3.has(path),
+            None => self.storage_path().join(path).is_file(),
         }
     }
 
@@ -166,6 +185,13 @@ impl Server {
         }
     }
 
+    /// Kills the process with SIGKILL (no shutdown at all) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Stops the server and starts it again on the same data directories
     /// (on a new port).
     pub fn restart(&mut self) {
@@ -235,6 +261,8 @@ pub struct S3Server {
     pub endpoint: String,
     pub root: tempfile::TempDir,
     child: Option<Child>,
+    /// moto's server (objects in memory), not s3s-fs (objects in `root`).
+    moto: bool,
 }
 
 impl S3Server {
@@ -264,7 +292,69 @@ impl S3Server {
             endpoint: format!("http://localhost:{port}"),
             root,
             child: Some(child),
+            moto: false,
         }
+    }
+
+    /// moto's S3 server (`moto_server`, `pip install "moto[server]==5.2.5"`)
+    /// on a free loopback port with the bucket created: the store the
+    /// shared-metadata tests need, as it enforces `If-None-Match` and
+    /// `If-Match` atomically (docs/s3-conditional-writes.md). It keeps
+    /// objects in memory ([`S3Server::objects`] is empty).
+    pub fn start_moto() -> S3Server {
+        let root = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed: pip install \"moto[server]==5.2.5\"");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let created = ureq::put(&format!("http://127.0.0.1:{port}/{}", Self::BUCKET)).send_empty();
+        assert!(created.is_ok(), "creating the bucket failed: {created:?}");
+        S3Server {
+            endpoint: format!("http://localhost:{port}"),
+            root,
+            child: Some(child),
+            moto: true,
+        }
+    }
+
+    /// Whether the object `key` (under the bucket and prefix) exists.
+    pub fn has(&self, key: &str) -> bool {
+        if !self.moto {
+            return self.objects().join(key).is_file();
+        }
+        use object_store::ObjectStoreExt;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(Self::BUCKET)
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("testkey")
+            .with_secret_access_key("testsecret")
+            .build()
+            .expect("an S3 client");
+        let path = object_store::path::Path::parse(format!("{}/{key}", Self::PREFIX)).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(store.head(&path)).is_ok()
+    }
+
+    /// The settings that make an instance keep its metadata in the bucket
+    /// (`db.type = "s3"`), revalidating after 300 ms.
+    pub fn shared_db_env() -> Vec<(String, String)> {
+        [("NMR_DB__TYPE", "s3"), ("NMR_DB__S3__MAX_STALENESS", "300")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     /// The `NMR_STORAGE__*` settings for this server.

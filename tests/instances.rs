@@ -1,0 +1,444 @@
+//! Several nmr instances on one bucket (`db.type = "s3"`), each with its
+//! own `db.path`, against moto's S3 server (which enforces conditional
+//! writes atomically): what one instance publishes the others serve, no
+//! concurrent publish is lost, one version has one winner, a crash leaves
+//! nothing dangling, and a store that ignores `If-None-Match` is refused.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use common::{Npm, S3Server, Server, escape, publish_http};
+use serde_json::{Value, json};
+use sha1::{Digest, Sha1};
+
+/// An instance on `s3`'s bucket with `db.type = "s3"` (revalidating after
+/// 300 ms) and `extra` settings.
+fn instance(s3: &S3Server, extra: &[(&str, &str)]) -> Server {
+    let mut env = s3.env(false);
+    env.extend(S3Server::shared_db_env());
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start(&env)
+}
+
+/// Longer than `db.s3.max_staleness` in [`instance`].
+fn past_staleness() {
+    std::thread::sleep(Duration::from_millis(400));
+}
+
+/// The live versions of `name` as `server` serves them.
+fn versions(server: &Server, name: &str) -> Vec<String> {
+    let reply = server.http().get(&escape(name), &[]);
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let doc = reply.json();
+    doc["versions"]
+        .as_object()
+        .map(|v| v.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Checks that every version `server` serves of `name` downloads a
+/// tarball whose SHA-1 is the manifest's `dist.shasum`.
+fn every_tarball_matches(server: &Server, name: &str) -> usize {
+    let doc = server.http().get(&escape(name), &[]).json();
+    let versions = doc["versions"].as_object().cloned().unwrap_or_default();
+    for (v, manifest) in &versions {
+        let url = manifest["dist"]["tarball"].as_str().unwrap();
+        let path = url.strip_prefix(server.url.trim_end_matches('/')).unwrap();
+        let got = server.http().get(path, &[]);
+        assert_eq!(got.status, 200, "tarball of {name}@{v}");
+        assert_eq!(
+            hex::encode(Sha1::digest(&got.body)),
+            manifest["dist"]["shasum"].as_str().unwrap(),
+            "the bytes of {name}@{v} are the ones its manifest names"
+        );
+    }
+    versions.len()
+}
+
+#[test]
+fn npm_publishes_through_one_instance_install_through_the_others() {
+    let s3 = S3Server::start_moto();
+    let (a, b, c) = (instance(&s3, &[]), instance(&s3, &[]), instance(&s3, &[]));
+    // B and C have seen the package absent before the publish.
+    assert_eq!(b.http().get(&escape("@acme/widget"), &[]).status, 404);
+    let publisher = Npm::new(&a.url, Some("token"));
+    let dir = publisher.package("@acme/widget", "1.0.0", "widget-1.0.0", json!({}));
+    publisher.ok(&dir, &["publish"]);
+    // The instance that made the write serves it at once.
+    assert_eq!(versions(&a, "@acme/widget"), ["1.0.0"]);
+    past_staleness();
+    for other in [&b, &c] {
+        let npm = Npm::new(&other.url, Some("token"));
+        let app = npm.project("app");
+        npm.ok(&app, &["install", "@acme/widget"]);
+        let index =
+            std::fs::read_to_string(app.join("node_modules/@acme/widget/index.js")).unwrap();
+        assert!(index.contains("widget-1.0.0"));
+    }
+    // A dist-tag set through C is seen by A.
+    let npm = Npm::new(&c.url, Some("token"));
+    let app = npm.project("tags");
+    npm.ok(&app, &["dist-tag", "add", "@acme/widget@1.0.0", "stable"]);
+    past_staleness();
+    let doc = a.http().get(&escape("@acme/widget"), &[]).json();
+    assert_eq!(doc["dist-tags"]["stable"], "1.0.0");
+}
+
+#[test]
+fn concurrent_publishes_of_different_versions_lose_none() {
+    let s3 = S3Server::start_moto();
+    let servers = Arc::new([instance(&s3, &[]), instance(&s3, &[]), instance(&s3, &[])]);
+    let start = Arc::new(Barrier::new(30));
+    let threads: Vec<_> = (0..30)
+        .map(|i| {
+            let (servers, start) = (servers.clone(), start.clone());
+            std::thread::spawn(move || {
+                let server = &servers[i % 3];
+                start.wait();
+                let reply = publish_http(&server.http(), "@acme/many", &format!("1.0.{i}"));
+                (
+                    i,
+                    reply.status,
+                    String::from_utf8_lossy(&reply.body).into_owned(),
+                )
+            })
+        })
+        .collect();
+    for t in threads {
+        let (i, status, body) = t.join().unwrap();
+        assert_eq!(status, 201, "1.0.{i}: {body}");
+    }
+    past_staleness();
+    for server in servers.iter() {
+        let mut got = versions(server, "@acme/many");
+        got.sort_by_key(|v| v.rsplit('.').next().unwrap().parse::<u32>().unwrap());
+        let want: Vec<String> = (0..30).map(|i| format!("1.0.{i}")).collect();
+        assert_eq!(got, want);
+        assert_eq!(every_tarball_matches(server, "@acme/many"), 30);
+    }
+}
+
+#[test]
+fn one_version_published_through_two_instances_at_once_has_one_winner() {
+    let s3 = S3Server::start_moto();
+    let (a, b) = (instance(&s3, &[]), instance(&s3, &[]));
+    for round in 0..4 {
+        let name = "@acme/race";
+        let version = format!("1.0.{round}");
+        // Different bytes through each instance, released together.
+        let bodies: Vec<Value> = ["through-a", "through-b"]
+            .iter()
+            .map(|marker| {
+                let tgz = nmr::verify::testing::tarball_with(
+                    name,
+                    &version,
+                    &[("package/index.js", marker.as_bytes())],
+                );
+                nmr::verify::testing::publish_body(name, &version, "latest", &tgz)
+            })
+            .collect();
+        let start = Arc::new(Barrier::new(2));
+        let threads: Vec<_> = [a.http(), b.http()]
+            .into_iter()
+            .zip(bodies)
+            .map(|(http, body)| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    http.put_json(&escape(name), &body).status
+                })
+            })
+            .collect();
+        let mut statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "round {round}");
+        past_staleness();
+        for server in [&a, &b] {
+            assert!(versions(server, name).contains(&version));
+            every_tarball_matches(server, name);
+        }
+    }
+}
+
+#[test]
+fn an_instance_whose_cache_was_deleted_serves_everything() {
+    let s3 = S3Server::start_moto();
+    let a = instance(&s3, &[]);
+    let mut b = instance(&s3, &[]);
+    for v in ["1.0.0", "1.1.0"] {
+        assert_eq!(publish_http(&a.http(), "@acme/kept", v).status, 201);
+    }
+    past_staleness();
+    assert_eq!(versions(&b, "@acme/kept").len(), 2);
+    b.stop();
+    std::fs::remove_dir_all(b.db_path()).unwrap();
+    b.start_again();
+    assert_eq!(versions(&b, "@acme/kept"), ["1.0.0", "1.1.0"]);
+    assert_eq!(every_tarball_matches(&b, "@acme/kept"), 2);
+}
+
+#[test]
+fn kill_9_in_the_middle_of_publishes_leaves_nothing_dangling() {
+    let s3 = S3Server::start_moto();
+    let mut a = instance(&s3, &[]);
+    let b = instance(&s3, &[]);
+    let http = a.http();
+    let writer = std::thread::spawn(move || {
+        let mut done = 0;
+        for i in 0..200 {
+            // The connection breaks when the instance dies.
+            let published = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                publish_http(&http, "@acme/crash", &format!("2.0.{i}")).status == 201
+            }));
+            if !matches!(published, Ok(true)) {
+                break;
+            }
+            done += 1;
+        }
+        done
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    a.kill();
+    let done = writer.join().unwrap();
+    assert!(
+        done > 0 && done < 200,
+        "killed in the middle ({done} published)"
+    );
+    past_staleness();
+    let served = every_tarball_matches(&b, "@acme/crash");
+    assert!(served >= done, "{served} served, {done} acknowledged");
+    // The crashed instance comes back on its old cache and agrees.
+    a.start_again();
+    assert_eq!(every_tarball_matches(&a, "@acme/crash"), served);
+    // And the version it was writing can still be published.
+    assert_eq!(
+        publish_http(&b.http(), "@acme/crash", &format!("2.0.{served}")).status,
+        201
+    );
+}
+
+#[test]
+fn an_unreachable_bucket_answers_503_and_keeps_fresh_reads() {
+    let mut s3 = S3Server::start_moto();
+    let a = instance(&s3, &[("NMR_DB__S3__MAX_STALENESS", "60000")]);
+    assert_eq!(publish_http(&a.http(), "@acme/fresh", "1.0.0").status, 201);
+    s3.stop();
+    // Validated within max_staleness: still served.
+    assert_eq!(versions(&a, "@acme/fresh"), ["1.0.0"]);
+    // Not known: S3 must be asked, and cannot be.
+    let unknown = a.http().get(&escape("@acme/unknown"), &[]);
+    assert_eq!(unknown.status, 503);
+    assert!(
+        unknown.error().contains("metadata storage"),
+        "{}",
+        unknown.error()
+    );
+    let write = publish_http(&a.http(), "@acme/fresh", "1.1.0");
+    assert_eq!(
+        write.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&write.body)
+    );
+    assert_eq!(versions(&a, "@acme/fresh"), ["1.0.0"]);
+}
+
+/// A proxy in front of `upstream` (host:port) that drops every
+/// `If-None-Match` request header, as some S3-compatible stores ignore it.
+fn header_stripping_proxy(upstream: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let server = TcpStream::connect(&upstream).unwrap();
+                let mut back = server.try_clone().unwrap();
+                let mut to_client = client.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut back, &mut to_client);
+                });
+                let mut reader = BufReader::new(client);
+                let mut server = server;
+                loop {
+                    let mut head = Vec::new();
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if !lower.starts_with("if-none-match:") {
+                            head.extend_from_slice(line.as_bytes());
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    head.extend_from_slice(&body);
+                    if server.write_all(&head).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_store_that_ignores_if_none_match_is_refused_at_startup() {
+    let s3 = S3Server::start_moto();
+    let upstream = s3
+        .endpoint
+        .trim_start_matches("http://")
+        .replace("localhost", "127.0.0.1");
+    let port = header_stripping_proxy(upstream);
+    let mut env = s3.env(false);
+    env.extend(S3Server::shared_db_env());
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nmr"))
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env(
+            "NMR_STORAGE__S3__ENDPOINT",
+            format!("http://localhost:{port}"),
+        )
+        .env("NMR_SERVER__HOST", "127.0.0.1")
+        .env("NMR_SERVER__PORT", "0")
+        .env("NMR_DB__PATH", dir.path().join("db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ignores If-None-Match"), "{stderr}");
+    // Straight to the store, the probe passes.
+    let ok = instance(&s3, &[]);
+    assert_eq!(ok.http().get("/-/ping", &[]).status, 200);
+}
+
+#[test]
+fn db_type_s3_needs_storage_type_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nmr"))
+        .env_remove("RUST_LOG")
+        .env("NMR_DB__TYPE", "s3")
+        .env("NMR_DB__PATH", dir.path().join("db"))
+        .env("NMR_SERVER__PORT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("db.type") && stderr.contains("storage.type"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_token_one_instance_issues_works_on_the_others_until_one_revokes_it() {
+    use common::github::{self, cast::ALICE};
+    let s3 = S3Server::start_moto();
+    let gh = github::with_cast();
+    gh.app().install("acme");
+    let auth = github::app_env(&gh);
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (a, b, c) = (
+        instance(&s3, &auth),
+        instance(&s3, &auth),
+        instance(&s3, &auth),
+    );
+    let login = a.http().put_json(
+        "/-/user/org.couchdb.user:alice",
+        &json!({"_id": "org.couchdb.user:alice", "name": "alice", "password": ALICE, "type": "user", "roles": []}),
+    );
+    assert_eq!(login.status, 201, "{}", login.error());
+    let token = login.json()["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("nmr_"), "a registry token");
+    for server in [&b, &c] {
+        let whoami = server.http_as(&token).get("/-/whoami", &[]);
+        assert_eq!(whoami.status, 200, "{}", whoami.error());
+        assert_eq!(whoami.json()["username"], "alice");
+    }
+    // npm logout through B revokes it; C stops honouring it within
+    // max_staleness.
+    let logout = b.http_as(&token).delete(&format!("/-/user/token/{token}"));
+    assert_eq!(logout.status, 200, "{}", logout.error());
+    let after = b.http_as(&token).get("/-/whoami", &[]);
+    assert_eq!(
+        after.status,
+        401,
+        "{}\n{}",
+        String::from_utf8_lossy(&after.body),
+        b.log()
+    );
+    past_staleness();
+    assert_eq!(c.http_as(&token).get("/-/whoami", &[]).status, 401);
+    assert_eq!(a.http_as(&token).get("/-/whoami", &[]).status, 401);
+}
+
+#[test]
+fn migrate_copies_a_local_registry_into_the_bucket_then_instances_serve_it() {
+    let s3 = S3Server::start_moto();
+    let env = s3.env(false);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // db.type = "local" with its tarballs already in the bucket.
+    let mut local = Server::start(&env);
+    for v in ["1.0.0", "1.1.0"] {
+        assert_eq!(publish_http(&local.http(), "@acme/moved", v).status, 201);
+    }
+    let tag = local
+        .http()
+        .put_json("/-/package/@acme%2fmoved/dist-tags/stable", &json!("1.0.0"));
+    assert_eq!(tag.status, 200, "{}", tag.error());
+    local.stop();
+    for run in [
+        "1 packages copied, 0 already there",
+        "0 packages copied, 1 already there",
+    ] {
+        let out = local
+            .command()
+            .args(["migrate", "--to", "s3"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(run), "{stdout}");
+        assert!(
+            stdout.contains("2 versions") && stdout.contains("verified"),
+            "{stdout}"
+        );
+    }
+    let shared = instance(&s3, &[]);
+    assert_eq!(versions(&shared, "@acme/moved"), ["1.0.0", "1.1.0"]);
+    assert_eq!(every_tarball_matches(&shared, "@acme/moved"), 2);
+    let doc = shared.http().get(&escape("@acme/moved"), &[]).json();
+    assert_eq!(doc["dist-tags"]["stable"], "1.0.0");
+    assert_eq!(
+        publish_http(&shared.http(), "@acme/moved", "1.2.0").status,
+        201
+    );
+}
