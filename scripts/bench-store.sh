@@ -6,7 +6,9 @@
 # CPU per request, auth.type github and none), and readers' p99 while a
 # writer publishes. BASELINE=REV also measures a build of REV in the same run.
 #
-# Usage: scripts/bench-store.sh [versions|ceiling|mixed ...]   (default: all)
+# Usage: scripts/bench-store.sh [versions|ceiling|mixed|instances ...]
+#   (default: versions ceiling mixed; instances needs moto_server:
+#   pip install "moto[server]==5.2.5")
 #   SECS=5 VERSIONS=10000 BASELINE=<git rev>
 # Needs: wrk, nginx (Debian's nginx-light), python3; builds a release binary.
 set -euo pipefail

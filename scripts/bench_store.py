@@ -18,7 +18,12 @@ Phases, each printing its figures:
    median round) as a ratio to nginx's, with CPU ms per request from /proc.
 3. mixed: c=64 readers of the 200 packuments alone, then while one writer
    publishes continuously: both p99s and their ratio.
-4. baseline (BASELINE=REV): the same hot reads against a build of REV
+4. instances (only when named): two db.type = "s3" instances on one moto
+   bucket against one db.type = "local" instance: publish p50 (50
+   sequential PUTs each), hot packument req/s at c=64 per instance, and 8
+   concurrent publishers spread over both instances (publishes per second,
+   refusals, versions lost).
+5. baseline (BASELINE=REV): the same hot reads against a build of REV
    (a git worktree, built into BASELINE_TARGET if set), interleaved in
    ROUNDS rounds in the same run.
 
@@ -95,7 +100,7 @@ def start_fake_github():
 
 
 class Nmr:
-    def __init__(self, binary, label, auth, github=None):
+    def __init__(self, binary, label, auth, github=None, extra=None):
         self.dir = os.path.join(WORK, label)
         os.makedirs(self.dir, exist_ok=True)
         env = dict(os.environ, NMR_SERVER__HOST="127.0.0.1", NMR_SERVER__PORT="0",
@@ -104,6 +109,7 @@ class Nmr:
                    NMR_STORAGE__LOCAL__PATH=os.path.join(self.dir, "storage"))
         if github:
             env["NMR_AUTH__GITHUB__API_URL"] = github
+        env.update(extra or {})
         self.proc = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline()
@@ -426,6 +432,74 @@ def phase_mixed(github):
     nmr.stop()
 
 
+def start_moto():
+    """moto's S3 server (pip install "moto[server]==5.2.5"): it enforces
+    conditional writes, which db.type = "s3" needs. Returns (process, env)."""
+    port = free_port()
+    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/tarballs", method="PUT")).read()
+    env = {"NMR_STORAGE__TYPE": "s3", "NMR_STORAGE__S3__BUCKET": "tarballs",
+           "NMR_STORAGE__S3__ENDPOINT": f"http://127.0.0.1:{port}",
+           "NMR_STORAGE__S3__FORCE_PATH_STYLE": "true", "NMR_STORAGE__S3__PREFIX": "npm",
+           "NMR_STORAGE__S3__ACCESS_KEY_ID": "k", "NMR_STORAGE__S3__SECRET_ACCESS_KEY": "s"}
+    return proc, env
+
+
+def phase_instances():
+    print("== instances: two db.type = \"s3\" instances on one moto bucket against one "
+          "db.type = \"local\" instance (tarballs in the same kind of bucket)")
+    moto, s3env = start_moto()
+    local = Nmr(NMR, "inst-local", "none", extra=s3env)
+    shared = [Nmr(NMR, f"inst-{x}", "none", extra=dict(s3env, NMR_DB__TYPE="s3")) for x in "ab"]
+    n = 50
+    local_t = [put(local.url, "@bench/inst", f"1.0.{i}") for i in range(n)]
+    shared_t = [put(shared[i % 2].url, "@bench/inst", f"1.0.{i}") for i in range(n)]
+    lp, sp = statistics.median(local_t) * 1000, statistics.median(shared_t) * 1000
+    print(f"  publish p50 over {n} sequential PUTs: local {lp:.1f} ms, s3 {sp:.1f} ms ({sp / lp:.2f}x)")
+    path = "@bench%2finst"
+    time.sleep(1)
+    rl, _, _ = wrk(local.url + path, 64, [GZ])
+    print(f"  hot packument c=64: local {rl:.0f} req/s")
+    for x, inst in zip("ab", shared):
+        get(inst.url + path, {"Accept-Encoding": "gzip"})
+        r, _, _ = wrk(inst.url + path, 64, [GZ])
+        print(f"  hot packument c=64: s3 instance {x} {r:.0f} req/s ({r / rl:.2f}x local)")
+    per, writers = 20, 8
+    failures = []
+
+    def publisher(w):
+        for k in range(per):
+            try:
+                put(shared[(w + k) % 2].url, "@bench/concurrent", f"3.{w}.{k}")
+            except Exception as e:  # noqa: BLE001 - reported below
+                failures.append(f"3.{w}.{k}: {e}")
+    start = time.perf_counter()
+    threads = [threading.Thread(target=publisher, args=(w,)) for w in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    time.sleep(1.2)
+    doc, _ = get(shared[0].url + "@bench%2fconcurrent")
+    kept = len(json.loads(doc)["versions"])
+    print(f"  {writers} concurrent publishers over both instances: {writers * per} publishes in "
+          f"{elapsed:.1f} s, {writers * per / elapsed:.1f} publishes/s, {len(failures)} refused, "
+          f"{kept} versions kept ({writers * per - len(failures) - kept} lost)")
+    for f in failures[:3]:
+        print(f"    refused: {f}")
+    for inst in [local] + shared:
+        inst.stop()
+    moto.terminate()
+
+
 def phase_baseline(rev):
     print(f"== baseline: hot reads of this build against {rev}, same run "
           f"(median of {ROUNDS} interleaved rounds)")
@@ -472,6 +546,8 @@ def main():
             phase_ceiling(github)
         if "mixed" in phases:
             phase_mixed(github)
+        if "instances" in phases:
+            phase_instances()
         if os.environ.get("BASELINE"):
             phase_baseline(os.environ["BASELINE"])
     finally:
