@@ -464,7 +464,7 @@ pub struct GitHub {
 
 /// A GitHub user as `GET /user` (and `GET /user/{account_id}`) names
 /// them: the login, which may change, and the immutable numeric id.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GithubUser {
     pub login: String,
     pub id: u64,

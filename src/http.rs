@@ -244,8 +244,8 @@ async fn run(
         (Route::Whoami, Some(access)) => return Ok(cmd::user::whoami(&access)),
         (Route::Logout, _) => return cmd::user::logout(registry, request).await,
         (Route::Login(name), _) => return cmd::user::login(registry, request, &name, &body).await,
-        (Route::WebLogin, _) => return cmd::login::start(registry, request),
-        (Route::LoginSession(id), _) => return Ok(cmd::login::session(registry, &id)),
+        (Route::WebLogin, _) => return cmd::login::start(registry, request).await,
+        (Route::LoginSession(id), _) => return Ok(cmd::login::session(registry, &id).await),
         (Route::LoginCallback, _) => return Ok(cmd::login::callback(registry, request).await),
         (Route::LoginDone(id), _) => return cmd::login::done(registry, &id).await,
         (Route::ListTokens, Some(access)) => {

@@ -17,11 +17,14 @@
 //! 4. [`Sessions::poll`]: npm polls; pending until finished, then the
 //!    outcome once, and the session is gone.
 //!
-//! Sessions are kept in memory, at most [`MAX_SESSIONS`] at once and
-//! [`STARTS_PER_MINUTE`] new ones per client address, so the unauthenticated
-//! POST cannot fill memory or disk. A restart loses logins in progress
-//! (npm then falls back to its legacy prompt, and the user runs it again).
-//! The rules take the clock as an argument.
+//! Sessions are kept in memory ([`Sessions`]), at most [`MAX_SESSIONS`] at
+//! once and [`STARTS_PER_MINUTE`] new ones per client address, so the
+//! unauthenticated POST cannot fill memory or disk. A restart loses logins
+//! in progress (npm then falls back to its legacy prompt, and the user runs
+//! it again). Under `db.type = "s3"` each [`Session`] is an object in the
+//! bucket instead, so any instance can take any step (`src/cmd/login.rs`);
+//! the per-address budget stays per instance. The rules take the clock as
+//! an argument.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -44,7 +47,7 @@ pub const MAX_SESSIONS: usize = 10_000;
 pub const STARTS_PER_MINUTE: u32 = 20;
 
 /// Where a session is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     /// Waiting for the user in the browser.
     Pending,
@@ -56,14 +59,87 @@ pub enum Outcome {
     Failed(String),
 }
 
-#[derive(Debug)]
-struct Session {
-    state: String,
+/// One login in progress: kept in [`Sessions`], or under `db.type = "s3"`
+/// in the bucket (`src/cmd/login.rs`), each step a plain function of it
+/// and the clock.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    /// What GitHub sends back (32 hex digits).
+    pub state: String,
     verifier: String,
     created: u64,
     /// Whether the loginUrl was opened (it works once).
     opened: bool,
     outcome: Outcome,
+}
+
+impl Session {
+    /// A new session at `now`, with its id.
+    pub fn new(now: u64) -> Result<(String, Session), Refused> {
+        match (random_hex(16), random_hex(16), random_hex(32)) {
+            (Ok(id), Ok(state), Ok(verifier)) => Ok((
+                id,
+                Session {
+                    state,
+                    verifier,
+                    created: now,
+                    opened: false,
+                    outcome: Outcome::Pending,
+                },
+            )),
+            _ => Err(Refused::Full),
+        }
+    }
+
+    /// Whether it has expired at `now`.
+    pub fn expired(&self, now: u64) -> bool {
+        expired(self, now)
+    }
+
+    /// Step 1 (see the module doc): its `state` and PKCE challenge, once.
+    pub fn begin(&mut self, now: u64) -> Result<(String, String), LoginError> {
+        if expired(self, now) {
+            return Err(LoginError::Expired);
+        }
+        if self.opened {
+            return Err(LoginError::Used);
+        }
+        self.opened = true;
+        Ok((self.state.clone(), challenge(&self.verifier)))
+    }
+
+    /// Step 2: the PKCE verifier, once.
+    pub fn callback(&mut self, now: u64) -> Result<String, LoginError> {
+        if expired(self, now) {
+            return Err(LoginError::Expired);
+        }
+        if !self.opened || self.outcome != Outcome::Pending {
+            return Err(LoginError::Used);
+        }
+        self.outcome = Outcome::Exchanging;
+        Ok(self.verifier.clone())
+    }
+
+    /// Step 3: the login's outcome.
+    pub fn finish(&mut self, outcome: Result<GithubUser, String>) {
+        self.outcome = match outcome {
+            Ok(user) => Outcome::Approved(user),
+            Err(why) => Outcome::Failed(why),
+        };
+    }
+
+    /// Step 4: what a poll at `now` answers, and whether the session is
+    /// then gone (finished or expired).
+    pub fn poll(&self, now: u64) -> (Poll, bool) {
+        if expired(self, now) {
+            return (Poll::Unknown, true);
+        }
+        match &self.outcome {
+            Outcome::Pending | Outcome::Exchanging => (Poll::Pending, false),
+            Outcome::Approved(user) => (Poll::Approved(user.clone()), true),
+            Outcome::Failed(why) => (Poll::Failed(why.clone()), true),
+        }
+    }
 }
 
 /// Why a step of a session cannot be taken; `Display` is the sentence the
@@ -177,9 +253,8 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts a session for `client` at `now` (Unix seconds; `instant` for
-    /// the address budget): its id.
-    pub fn start(&self, client: IpAddr, now: u64, instant: Instant) -> Result<String, Refused> {
+    /// Takes one start from `client`'s budget ([`STARTS_PER_MINUTE`]).
+    pub fn take_budget(&self, client: IpAddr, instant: Instant) -> Result<(), Refused> {
         let bucket = match self.budgets.get(&client) {
             Some(bucket) => bucket,
             None => {
@@ -192,7 +267,13 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take(STARTS_PER_MINUTE, instant)
-            .map_err(|wait| Refused::Throttled(wait.as_secs().max(1)))?;
+            .map_err(|wait| Refused::Throttled(wait.as_secs().max(1)))
+    }
+
+    /// Starts a session for `client` at `now` (Unix seconds; `instant` for
+    /// the address budget): its id.
+    pub fn start(&self, client: IpAddr, now: u64, instant: Instant) -> Result<String, Refused> {
+        self.take_budget(client, instant)?;
         let mut inner = self.lock();
         if inner.sessions.len() >= MAX_SESSIONS {
             inner.sweep(now);
@@ -200,21 +281,9 @@ impl Sessions {
                 return Err(Refused::Full);
             }
         }
-        let (id, state, verifier) = match (random_hex(16), random_hex(16), random_hex(32)) {
-            (Ok(id), Ok(state), Ok(verifier)) => (id, state, verifier),
-            _ => return Err(Refused::Full),
-        };
-        inner.states.insert(state.clone(), id.clone());
-        inner.sessions.insert(
-            id.clone(),
-            Session {
-                state,
-                verifier,
-                created: now,
-                opened: false,
-                outcome: Outcome::Pending,
-            },
-        );
+        let (id, session) = Session::new(now)?;
+        inner.states.insert(session.state.clone(), id.clone());
+        inner.sessions.insert(id.clone(), session);
         Ok(id)
     }
 
@@ -223,15 +292,11 @@ impl Sessions {
     pub fn begin(&self, id: &str, now: u64) -> Result<(String, String), LoginError> {
         let mut inner = self.lock();
         let session = inner.sessions.get_mut(id).ok_or(LoginError::Unknown)?;
-        if expired(session, now) {
+        let begun = session.begin(now);
+        if begun == Err(LoginError::Expired) {
             inner.remove(id);
-            return Err(LoginError::Expired);
         }
-        if session.opened {
-            return Err(LoginError::Used);
-        }
-        session.opened = true;
-        Ok((session.state.clone(), challenge(&session.verifier)))
+        begun
     }
 
     /// Step 2: GitHub sent the browser back with `state` at `now`: the
@@ -244,24 +309,21 @@ impl Sessions {
             .cloned()
             .ok_or(LoginError::Unknown)?;
         let session = inner.sessions.get_mut(&id).ok_or(LoginError::Unknown)?;
-        if expired(session, now) {
-            inner.remove(&id);
-            return Err(LoginError::Expired);
+        match session.callback(now) {
+            Ok(verifier) => Ok((id, verifier)),
+            Err(e) => {
+                if e == LoginError::Expired {
+                    inner.remove(&id);
+                }
+                Err(e)
+            }
         }
-        if !session.opened || session.outcome != Outcome::Pending {
-            return Err(LoginError::Used);
-        }
-        session.outcome = Outcome::Exchanging;
-        Ok((id, session.verifier.clone()))
     }
 
     /// Step 3: the outcome of session `id`'s login.
     pub fn finish(&self, id: &str, outcome: Result<GithubUser, String>) {
         if let Some(session) = self.lock().sessions.get_mut(id) {
-            session.outcome = match outcome {
-                Ok(user) => Outcome::Approved(user),
-                Err(why) => Outcome::Failed(why),
-            };
+            session.finish(outcome);
         }
     }
 
@@ -272,20 +334,11 @@ impl Sessions {
         let Some(session) = inner.sessions.get(id) else {
             return Poll::Unknown;
         };
-        if expired(session, now) {
+        let (poll, gone) = session.poll(now);
+        if gone {
             inner.remove(id);
-            return Poll::Unknown;
         }
-        match &session.outcome {
-            Outcome::Pending | Outcome::Exchanging => Poll::Pending,
-            Outcome::Approved(_) | Outcome::Failed(_) => {
-                match inner.remove(id).map(|s| s.outcome) {
-                    Some(Outcome::Approved(user)) => Poll::Approved(user),
-                    Some(Outcome::Failed(why)) => Poll::Failed(why),
-                    _ => Poll::Unknown,
-                }
-            }
-        }
+        poll
     }
 
     /// How many sessions are held (expired ones included until swept).

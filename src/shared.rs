@@ -14,6 +14,7 @@
 //! | `-/users/{GitHub id, 20 digits}/{hex SHA-256}` | a user's token, for `npm token list` (empty) |
 //! | `-/trust/{name}.json` | the package's `npm trust` configurations |
 //! | `-/jti/{hex SHA-256 of the jti}` | an OIDC ID token already exchanged (create-only) |
+//! | `-/sessions/{id}.json`, `-/login-states/{state}` | a web login in progress, and the id its `state` names (`src/cmd/login.rs`) |
 //! | `-/probe/{instance}` | the startup probe of conditional writes |
 //!
 //! ## Reads
@@ -132,6 +133,9 @@ pub struct Shared {
     pub instance: String,
     states: quick_cache::sync::Cache<PackageName, Arc<State>>,
     tokens: quick_cache::sync::Cache<[u8; 32], (Instant, Option<Bytes>)>,
+    /// Manifest keys this instance uploaded (content-addressed, so never
+    /// worth uploading twice).
+    uploaded: quick_cache::sync::Cache<String, ()>,
 }
 
 /// Packages whose validated state one instance keeps in memory.
@@ -167,6 +171,7 @@ impl Shared {
             instance: random_id(),
             states: quick_cache::sync::Cache::new(STATES),
             tokens: quick_cache::sync::Cache::new(STATES),
+            uploaded: quick_cache::sync::Cache::new(10_000),
         }
     }
 
@@ -349,7 +354,8 @@ impl Shared {
     }
 
     /// Stores a manifest under its content's key (nothing else ever has
-    /// that key, so no condition is needed). Returns its hash.
+    /// that key, so no condition is needed; one this instance already
+    /// uploaded is not sent again). Returns its hash.
     pub async fn put_manifest(
         &self,
         name: &PackageName,
@@ -357,13 +363,15 @@ impl Shared {
         json: Vec<u8>,
     ) -> Result<String, SharedError> {
         let hash = short_hash(&json);
+        let path = self.manifest_path(name, version, &hash);
+        if self.uploaded.get(path.as_ref()).is_some() {
+            return Ok(hash);
+        }
         self.s3
-            .put(
-                &self.manifest_path(name, version, &hash),
-                PutPayload::from(json),
-            )
+            .put(&path, PutPayload::from(json))
             .await
             .map_err(|e| self.unavailable(&format!("write the manifest of {name}@{version}"), e))?;
+        self.uploaded.insert(path.to_string(), ());
         Ok(hash)
     }
 

@@ -54,26 +54,35 @@ fn unavailable() -> Response {
 /// `POST /-/v1/login`: a new session and its two URLs. 404 when web login
 /// is not configured (npm then asks for a username and password, where a
 /// GitHub token still works); 429 when the address started too many.
-pub fn start(registry: &Registry, request: &Request) -> Result<Response, ApiError> {
+pub async fn start(registry: &Registry, request: &Request) -> Result<Response, ApiError> {
     if signer(registry).is_none() {
         return Err(ApiError::not_found(
             "web login is not available on this registry (it needs auth.github.app.*): log in with your GitHub username and a GitHub token as the password",
         ));
     }
-    let id = registry
-        .sessions
-        .start(request.client, unix_now(), Instant::now())
-        .map_err(|refused| match refused {
-            Refused::Throttled(wait) => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many logins started from your address: try again in {wait} s"),
-            )
-            .retry_after(wait),
-            Refused::Full => {
-                ApiError::unavailable("too many logins are in progress: try again in a minute")
-                    .retry_after(60)
-            }
-        })?;
+    let started = match &registry.shared {
+        Some(shared) => match registry
+            .sessions
+            .take_budget(request.client, Instant::now())
+        {
+            Ok(()) => shared_sessions::start(shared, unix_now()).await?,
+            Err(refused) => Err(refused),
+        },
+        None => registry
+            .sessions
+            .start(request.client, unix_now(), Instant::now()),
+    };
+    let id = started.map_err(|refused| match refused {
+        Refused::Throttled(wait) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many logins started from your address: try again in {wait} s"),
+        )
+        .retry_after(wait),
+        Refused::Full => {
+            ApiError::unavailable("too many logins are in progress: try again in a minute")
+                .retry_after(60)
+        }
+    })?;
     let base = &registry.public_url;
     Ok(json(
         StatusCode::OK,
@@ -87,14 +96,21 @@ pub fn start(registry: &Registry, request: &Request) -> Result<Response, ApiErro
 
 /// `GET /-/v1/login/session/{id}`: 302 to GitHub's authorize page, once
 /// per session; a page saying what is wrong otherwise.
-pub fn session(registry: &Registry, id: &str) -> Response {
+pub async fn session(registry: &Registry, id: &str) -> Response {
     let Some(github) = signer(registry) else {
         return unavailable();
     };
     if !crate::login::is_id(id) {
         return failed(&LoginError::Unknown);
     }
-    let (state, challenge) = match registry.sessions.begin(id, unix_now()) {
+    let begun = match &registry.shared {
+        Some(shared) => match shared_sessions::begin(shared, id, unix_now()).await {
+            Ok(begun) => begun,
+            Err(e) => return page(e.status, &e.message),
+        },
+        None => registry.sessions.begin(id, unix_now()),
+    };
+    let (state, challenge) = match begun {
         Ok(begun) => begun,
         Err(e) => return failed(&e),
     };
@@ -126,7 +142,14 @@ pub async fn callback(registry: &Registry, request: &Request) -> Response {
     let Some(state) = get("state").filter(|s| crate::login::is_id(s)) else {
         return failed(&LoginError::Unknown);
     };
-    let (id, verifier) = match registry.sessions.callback(state, unix_now()) {
+    let called = match &registry.shared {
+        Some(shared) => match shared_sessions::callback(shared, state, unix_now()).await {
+            Ok(called) => called,
+            Err(e) => return page(e.status, &e.message),
+        },
+        None => registry.sessions.callback(state, unix_now()),
+    };
+    let (id, verifier) = match called {
         Ok(found) => found,
         Err(e) => return failed(&e),
     };
@@ -157,11 +180,15 @@ pub async fn callback(registry: &Registry, request: &Request) -> Response {
                 "Logged in to nmr as {}. You can close this tab and return to your terminal.",
                 user.login
             );
-            registry.sessions.finish(&id, Ok(user));
+            if let Err(e) = finish(registry, &id, Ok(user)).await {
+                return page(e.status, &e.message);
+            }
             page(StatusCode::OK, &message)
         }
         Err((status, why)) => {
-            registry.sessions.finish(&id, Err(why.clone()));
+            if let Err(e) = finish(registry, &id, Err(why.clone())).await {
+                return page(e.status, &e.message);
+            }
             page(status, &why)
         }
     }
@@ -169,10 +196,10 @@ pub async fn callback(registry: &Registry, request: &Request) -> Response {
 
 /// `GET /-/v1/login/done/{id}`: npm's poll.
 pub async fn done(registry: &Registry, id: &str) -> Result<Response, ApiError> {
-    let poll = if crate::login::is_id(id) {
-        registry.sessions.poll(id, unix_now())
-    } else {
-        Poll::Unknown
+    let poll = match &registry.shared {
+        _ if !crate::login::is_id(id) => Poll::Unknown,
+        Some(shared) => shared_sessions::poll(shared, id, unix_now()).await?,
+        None => registry.sessions.poll(id, unix_now()),
     };
     match poll {
         Poll::Pending => {
@@ -212,6 +239,187 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
             (decode(k), decode(v))
         })
         .collect()
+}
+
+/// Step 3 wherever the session is kept.
+async fn finish(
+    registry: &Registry,
+    id: &str,
+    outcome: Result<crate::github::GithubUser, String>,
+) -> Result<(), ApiError> {
+    match &registry.shared {
+        Some(shared) => shared_sessions::finish(shared, id, outcome).await,
+        None => {
+            registry.sessions.finish(id, outcome);
+            Ok(())
+        }
+    }
+}
+
+/// Under `db.type = "s3"`: sessions as bucket objects, so that the steps
+/// of one login may reach different instances. `-/sessions/{id}.json` holds
+/// the [`Session`]; `-/login-states/{state}` the id its `state` names (both
+/// ids validated by [`crate::login::is_id`] before any lookup). Each step
+/// reads the session and replaces it by `If-Match`, so a step that two
+/// requests race for is taken once. Abandoned sessions stay as small
+/// objects; a bucket lifecycle rule on `-/sessions/` and `-/login-states/`
+/// (a day) removes them (README, "Running several instances").
+mod shared_sessions {
+    use object_store::{PutMode, UpdateVersion};
+
+    use crate::cmd::sync::to_api;
+    use crate::error::ApiError;
+    use crate::github::GithubUser;
+    use crate::login::{LoginError, Poll, Refused, Session};
+    use crate::shared::{Created, Shared, SharedError};
+
+    fn key(id: &str) -> String {
+        format!("sessions/{id}.json")
+    }
+
+    fn state_key(state: &str) -> String {
+        format!("login-states/{state}")
+    }
+
+    async fn load(shared: &Shared, id: &str) -> Result<Option<(Session, String)>, ApiError> {
+        match shared.get_meta(&key(id)).await.map_err(to_api)? {
+            Some((bytes, etag)) => serde_json::from_slice(&bytes)
+                .map(|s| Some((s, etag)))
+                .map_err(|e| ApiError::internal(format!("a stored login session is corrupt: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces session `id` if it is still the version `etag`: `false`
+    /// when another request took a step first.
+    async fn save(
+        shared: &Shared,
+        id: &str,
+        session: &Session,
+        etag: String,
+    ) -> Result<bool, ApiError> {
+        let json = serde_json::to_vec(session).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mode = PutMode::Update(UpdateVersion {
+            e_tag: Some(etag),
+            version: None,
+        });
+        match shared.put_meta(&key(id), json, mode).await {
+            Ok(_) => Ok(true),
+            Err(SharedError::Conflict) => Ok(false),
+            Err(e) => Err(to_api(e)),
+        }
+    }
+
+    async fn forget(shared: &Shared, id: &str, session: &Session) -> Result<(), ApiError> {
+        shared.delete_meta(&key(id)).await.map_err(to_api)?;
+        shared
+            .delete_meta(&state_key(&session.state))
+            .await
+            .map_err(to_api)
+    }
+
+    pub async fn start(shared: &Shared, now: u64) -> Result<Result<String, Refused>, ApiError> {
+        let (id, session) = match Session::new(now) {
+            Ok(made) => made,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        let json = serde_json::to_vec(&session).map_err(|e| ApiError::internal(e.to_string()))?;
+        let state = shared
+            .put_meta(
+                &state_key(&session.state),
+                id.as_bytes().to_vec(),
+                PutMode::Create,
+            )
+            .await
+            .map_err(to_api)?;
+        let made = shared
+            .put_meta(&key(&id), json, PutMode::Create)
+            .await
+            .map_err(to_api)?;
+        if state == Created::Exists || made == Created::Exists {
+            // 128 random bits collided: refuse rather than share.
+            return Ok(Err(Refused::Full));
+        }
+        Ok(Ok(id))
+    }
+
+    pub async fn begin(
+        shared: &Shared,
+        id: &str,
+        now: u64,
+    ) -> Result<Result<(String, String), LoginError>, ApiError> {
+        let Some((mut session, etag)) = load(shared, id).await? else {
+            return Ok(Err(LoginError::Unknown));
+        };
+        match session.begin(now) {
+            Err(LoginError::Expired) => {
+                forget(shared, id, &session).await?;
+                Ok(Err(LoginError::Expired))
+            }
+            Err(e) => Ok(Err(e)),
+            Ok(begun) if save(shared, id, &session, etag).await? => Ok(Ok(begun)),
+            Ok(_) => Ok(Err(LoginError::Used)),
+        }
+    }
+
+    pub async fn callback(
+        shared: &Shared,
+        state: &str,
+        now: u64,
+    ) -> Result<Result<(String, String), LoginError>, ApiError> {
+        let Some((id, _)) = shared.get_meta(&state_key(state)).await.map_err(to_api)? else {
+            return Ok(Err(LoginError::Unknown));
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        if !crate::login::is_id(&id) {
+            return Ok(Err(LoginError::Unknown));
+        }
+        let Some((mut session, etag)) = load(shared, &id).await? else {
+            return Ok(Err(LoginError::Unknown));
+        };
+        match session.callback(now) {
+            Err(LoginError::Expired) => {
+                forget(shared, &id, &session).await?;
+                Ok(Err(LoginError::Expired))
+            }
+            Err(e) => Ok(Err(e)),
+            Ok(verifier) if save(shared, &id, &session, etag).await? => Ok(Ok((id, verifier))),
+            Ok(_) => Ok(Err(LoginError::Used)),
+        }
+    }
+
+    pub async fn finish(
+        shared: &Shared,
+        id: &str,
+        outcome: Result<GithubUser, String>,
+    ) -> Result<(), ApiError> {
+        if let Some((mut session, etag)) = load(shared, id).await? {
+            session.finish(outcome);
+            save(shared, id, &session, etag).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn poll(shared: &Shared, id: &str, now: u64) -> Result<Poll, ApiError> {
+        let Some((session, etag)) = load(shared, id).await? else {
+            return Ok(Poll::Unknown);
+        };
+        let (poll, gone) = session.poll(now);
+        if !gone {
+            return Ok(poll);
+        }
+        if matches!(poll, Poll::Approved(_) | Poll::Failed(_)) {
+            // Answered once: of two racing polls only the one that marks
+            // the session collected (by `If-Match`) gets the outcome.
+            let mut collected = session.clone();
+            collected.finish(Err("this login was already collected".into()));
+            if !save(shared, id, &collected, etag).await? {
+                return Ok(Poll::Unknown);
+            }
+        }
+        forget(shared, id, &session).await?;
+        Ok(poll)
+    }
 }
 
 fn failed(e: &LoginError) -> Response {
