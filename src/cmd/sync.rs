@@ -172,7 +172,7 @@ async fn fetch_manifest(
 
 /// Runs a write's `attempt` (read, apply the rule, commit) under the
 /// package's lock, which the caller holds. Under `s3`, the cache is
-/// revalidated first unless fresh, and an attempt that lost a race (412)
+/// revalidated first, and an attempt that lost a race (412)
 /// is retried on a revalidated cache, after a growing, jittered pause, up
 /// to [`MAX_ATTEMPTS`] times; then 409 asks the client to retry.
 ///
@@ -188,9 +188,10 @@ pub async fn retrying<'a, T>(
         return attempt().await;
     };
     for n in 0..MAX_ATTEMPTS {
-        if n > 0 || shared.fresh(name).is_none() {
-            revalidate(registry, shared, name).await?;
-        }
+        // Always asked (one conditional GET, 304 when unchanged): behind a
+        // load balancer the previous write often went through another
+        // instance, and a stale base would cost a lost race instead.
+        revalidate(registry, shared, name).await?;
         match attempt().await {
             Err(e) if e.message == LOST_RACE => {
                 let base = 10u64 << n.min(5);
