@@ -442,3 +442,42 @@ fn migrate_copies_a_local_registry_into_the_bucket_then_instances_serve_it() {
         201
     );
 }
+
+#[test]
+fn a_web_login_may_take_each_step_on_another_instance() {
+    use common::github;
+    let s3 = S3Server::start_moto();
+    let gh = github::with_cast();
+    gh.app().install("acme");
+    let auth = github::app_env(&gh);
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (a, b, c) = (
+        instance(&s3, &auth),
+        instance(&s3, &auth),
+        instance(&s3, &auth),
+    );
+    // npm asks A; the browser's steps reach B; npm's polls reach C.
+    let start = a.http().post_json("/-/v1/login", &json!({}));
+    assert_eq!(start.status, 200, "{}", start.error());
+    let urls = start.json();
+    let on = |server: &Server, url: &str| url.replacen(&a.url, &server.url, 1);
+    let done = on(&c, urls["doneUrl"].as_str().unwrap());
+    let done_path = done.trim_start_matches(&c.url).to_string();
+    assert_eq!(c.http().get(&done_path, &[]).status, 202, "pending");
+    gh.callback(&format!("{}-/v1/login/callback", b.url));
+    gh.sign_in(Some("alice")).declines(false);
+    let page = github::browse(&on(&b, urls["loginUrl"].as_str().unwrap()));
+    assert_eq!(page.status, 200, "{page:?}");
+    let polled = c.http().get(&done_path, &[]);
+    assert_eq!(polled.status, 200, "{}", polled.error());
+    let token = polled.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        a.http_as(&token).get("/-/whoami", &[]).json()["username"],
+        "alice"
+    );
+    // Collected once, wherever the next poll goes.
+    assert_ne!(a.http().get(&done_path, &[]).status, 200);
+    // The loginUrl works once, on any instance.
+    let again = github::browse(&on(&c, urls["loginUrl"].as_str().unwrap()));
+    assert_ne!(again.status, 200);
+}
