@@ -29,8 +29,11 @@ pub struct StartupError(pub String);
 pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, StartupError> {
     let public_url = config.public_url(bound);
     let path_prefix = parse_base_url(&public_url).map_err(StartupError)?;
-    let store =
-        Arc::new(Store::open(&config.db.path).map_err(|e| StartupError(format!("db.path: {e}")))?);
+    let opened = match config.db.kind {
+        crate::config::DbType::Local => Store::open(&config.db.path),
+        crate::config::DbType::S3 => Store::open_cache(&config.db.path),
+    };
+    let store = Arc::new(opened.map_err(|e| StartupError(format!("db.path: {e}")))?);
     let documents =
         crate::documents::Documents::new(store.clone(), &public_url, config.db.cache_size << 20);
     let tarballs = crate::storage::cache::TarballCache::new(config.storage.cache_size << 20);

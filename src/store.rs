@@ -34,7 +34,8 @@
 //! converts the rest on the next start.
 //!
 //! Every change to a package is one atomic [`rusty_leveldb::WriteBatch`]
-//! written with `sync`, and the database runs on [`SyncingEnv`], whose files
+//! written with `sync` (except in a cache of the bucket,
+//! [`Store::open_cache`]), and the database runs on [`SyncingEnv`], whose files
 //! `fsync` on flush: rusty-leveldb itself never calls fsync
 //! (docs/dependencies.md, "rusty-leveldb"), so without it an acknowledged publish could be lost
 //! in a power cut. Read-modify-write cycles of one package are serialised
@@ -311,15 +312,35 @@ pub struct Store {
     /// (a load that raced a commit is not kept).
     indexes: quick_cache::sync::Cache<PackageName, Arc<Index>, IndexWeight>,
     generations: Vec<Mutex<u64>>,
+    /// Whether a write is durable before it returns (fsync): the truth's
+    /// store is; a cache of the bucket (`db.type = "s3"`) needs not be.
+    sync: bool,
 }
 
 impl Store {
     /// Opens (creating if missing) the database at `path`, converting a
     /// database of the previous layout in place (logging its progress).
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens the store at `path` as a cache of the bucket (`db.type =
+    /// "s3"`): writes are not fsynced, since S3 holds every acknowledged
+    /// write. LevelDB's log replays in order, so a crash loses at most a
+    /// suffix of recent writes, and a package whose `s/` state went with
+    /// them is fetched again.
+    pub fn open_cache(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, sync: bool) -> Result<Store, StoreError> {
         std::fs::create_dir_all(path)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", path.display())))?;
-        let db = DB::open(path, options())
+        let mut opts = options();
+        if !sync {
+            opts.env = std::rc::Rc::new(Box::new(PosixDiskEnv::new()));
+        }
+        let db = DB::open(path, opts)
             .map_err(|e| StoreError(format!("cannot open {}: {e}", path.display())))?;
         let store = Store {
             db: Mutex::new(Some(db)),
@@ -328,6 +349,7 @@ impl Store {
                 .collect(),
             indexes: quick_cache::sync::Cache::with_weighter(10_000, INDEX_CACHE, IndexWeight),
             generations: (0..LOCK_STRIPES).map(|_| Mutex::new(0)).collect(),
+            sync,
         };
         store.convert_old_layout()?;
         Ok(store)
@@ -709,7 +731,7 @@ impl Store {
                 .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
             batch.put(format!("b/{name}").as_bytes(), &json);
         }
-        let written = self.with_db(|db| Ok(db.write(batch, true)?));
+        let written = self.with_db(|db| Ok(db.write(batch, self.sync)?));
         let mut generation = self.generations[stripe(name)]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -754,7 +776,7 @@ impl Store {
             for form in ["full", "full.gz", "abbr", "abbr.gz"] {
                 batch.delete(format!("r/{form}/{name}").as_bytes());
             }
-            self.with_db(|db| Ok(db.write(batch, true)?))?;
+            self.with_db(|db| Ok(db.write(batch, self.sync)?))?;
             converted += 1;
             if converted.is_multiple_of(100) {
                 log::info!("converted {converted} packages");
@@ -766,7 +788,7 @@ impl Store {
             batch.delete(key);
         }
         batch.delete(b"m/public_url");
-        self.with_db(|db| Ok(db.write(batch, true)?))?;
+        self.with_db(|db| Ok(db.write(batch, self.sync)?))?;
         if converted > 0 {
             log::info!("converted {converted} packages to the record layout");
         }
@@ -896,7 +918,7 @@ impl Store {
         if let Some(id) = record.github_id {
             batch.put(user_token_key(id, &record.key).as_bytes(), hex.as_bytes());
         }
-        self.with_db(|db| Ok(db.write(batch, true)?))
+        self.with_db(|db| Ok(db.write(batch, self.sync)?))
     }
 
     /// The tokens of the GitHub user `github_id`, by hash, oldest key
@@ -931,7 +953,7 @@ impl Store {
         }
         batch.delete(format!("k/{hex}").as_bytes());
         batch.delete(format!("l/{hex}").as_bytes());
-        self.with_db(|db| Ok(db.write(batch, true)?))
+        self.with_db(|db| Ok(db.write(batch, self.sync)?))
     }
 
     /// Revokes every token of the GitHub user `github_id` (their account
@@ -975,7 +997,7 @@ impl Store {
             .map_err(|e| StoreError(format!("cannot serialise trust configurations: {e}")))?;
         let mut batch = WriteBatch::default();
         batch.put(format!("p/{name}").as_bytes(), &json);
-        self.with_db(|db| Ok(db.write(batch, true)?))
+        self.with_db(|db| Ok(db.write(batch, self.sync)?))
     }
 
     /// Stores `repo` as the binding of `name`, alone, synced.
@@ -984,7 +1006,7 @@ impl Store {
             .map_err(|e| StoreError(format!("cannot serialise the binding of {name}: {e}")))?;
         let mut batch = WriteBatch::default();
         batch.put(format!("b/{name}").as_bytes(), &json);
-        self.with_db(|db| Ok(db.write(batch, true)?))
+        self.with_db(|db| Ok(db.write(batch, self.sync)?))
     }
 
     /// The tokens GitHub accepted at or after `since` (Unix seconds), by

@@ -146,7 +146,7 @@ async fn publish(
                 // The bucket is shared: a losing writer must never touch
                 // the winner's bytes, so no overwrite and no delete here.
                 sync::check_claim(shared, name, version, integrity)?;
-                let mut wrote = created.load(Ordering::Relaxed);
+                let wrote = created.load(Ordering::Relaxed);
                 // The manifest's object goes up beside the tarball (the
                 // commit then finds it uploaded).
                 let json = doc
@@ -156,12 +156,9 @@ async fn publish(
                     .and_then(Result::ok)
                     .ok_or_else(|| ApiError::internal(format!("{name}@{version}: no manifest")))?;
                 let (placed, uploaded) = tokio::join!(
-                    sync::place_tarball(
-                        registry, shared, name, version, tarball, integrity, &mut wrote,
-                    ),
+                    sync::place_tarball(registry, shared, name, version, tarball, integrity, wrote,),
                     shared.put_manifest(name, version.as_str(), json)
                 );
-                created.store(wrote, Ordering::Relaxed);
                 placed?;
                 uploaded.map_err(sync::to_api)?;
                 let rev = commit_publish(registry, name, doc, version.clone(), binding_to).await?;
@@ -183,7 +180,23 @@ async fn publish(
             Ok(ok(StatusCode::CREATED, name.as_str(), &rev))
         }) as sync::Attempt<'_, Response>
     };
-    let response = sync::retrying(registry, name, attempt).await?;
+    // Under s3 the tarball goes up create-only while the package's state
+    // is read (`sync::early_tarball`).
+    let early = async {
+        if registry.shared.is_some() {
+            sync::early_tarball(
+                registry,
+                name,
+                &version,
+                &verified.tarball,
+                &integrity,
+                &created,
+            )
+            .await?;
+        }
+        Ok(())
+    };
+    let response = sync::retrying_with(registry, name, early, attempt).await?;
     if response.status() == StatusCode::CREATED {
         log::info!("published {name}@{version} by {}", identity.username);
     }

@@ -182,16 +182,33 @@ async fn fetch_manifest(
 pub async fn retrying<'a, T>(
     registry: &Registry,
     name: &PackageName,
+    attempt: impl FnMut() -> Attempt<'a, T>,
+) -> Result<T, ApiError> {
+    retrying_with(registry, name, async { Ok(()) }, attempt).await
+}
+
+/// [`retrying`] with `beside`, work that does not depend on the package's
+/// state, run at the same time as the first revalidation (a publish's
+/// create-only tarball upload: [`early_tarball`]).
+pub async fn retrying_with<'a, T>(
+    registry: &Registry,
+    name: &PackageName,
+    beside: impl Future<Output = Result<(), ApiError>>,
     mut attempt: impl FnMut() -> Attempt<'a, T>,
 ) -> Result<T, ApiError> {
     let Some(shared) = &registry.shared else {
         return attempt().await;
     };
+    let (revalidated, besides) = tokio::join!(revalidate(registry, shared, name), beside);
+    revalidated?;
+    besides?;
     for n in 0..MAX_ATTEMPTS {
         // Always asked (one conditional GET, 304 when unchanged): behind a
         // load balancer the previous write often went through another
         // instance, and a stale base would cost a lost race instead.
-        revalidate(registry, shared, name).await?;
+        if n > 0 {
+            revalidate(registry, shared, name).await?;
+        }
         match attempt().await {
             Err(e) if e.message == LOST_RACE => {
                 let base = 10u64 << n.min(5);
@@ -372,12 +389,51 @@ pub fn check_claim(
     }
 }
 
-/// Puts the tarball of a publish under its key so that a losing writer
-/// never replaces or deletes the winner's bytes: create-only first
-/// (`created` records that this publish wrote it); when the key is taken
-/// (a racing or crashed publisher of the same version), claims the
-/// version in the record, then keeps identical bytes or replaces others
-/// conditionally on the ETag read. Call after [`check_claim`].
+/// The first, create-only upload of a publish's tarball, before the rule
+/// has seen the package's state (so at the same time as its revalidation):
+/// `created` says whether it landed. Harmless whatever the rule then
+/// decides: it never replaces bytes, and bytes it leaves under a version
+/// no record names are an orphan, never served (a later publish of that
+/// number claims and replaces them, [`place_tarball`]).
+pub async fn early_tarball(
+    registry: &Registry,
+    name: &PackageName,
+    version: &Version,
+    tarball: &Bytes,
+    integrity: &str,
+    created: &std::sync::atomic::AtomicBool,
+) -> Result<(), ApiError> {
+    let crate::storage::Storage::S3(s3) = &registry.storage else {
+        return Ok(());
+    };
+    match s3
+        .put_mode(
+            name,
+            version,
+            tarball.clone(),
+            integrity,
+            object_store::PutMode::Create,
+        )
+        .await
+    {
+        Ok(()) => {
+            created.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+        Err(crate::storage::s3::PutFailure::Taken) => Ok(()),
+        Err(crate::storage::s3::PutFailure::Other(e)) => {
+            Err(ApiError::unavailable(format!("{e}; nothing was published")))
+        }
+    }
+}
+
+/// Makes sure the key of a publish's tarball holds its bytes, so that a
+/// losing writer never replaces or deletes the winner's: when
+/// [`early_tarball`] created it (`created`) and nobody claimed the version
+/// since, it does; when the key was taken (a racing or crashed publisher
+/// of the same version), claims the version in the record, then keeps
+/// identical bytes or replaces others conditionally on the ETag read.
+/// Call after [`check_claim`].
 pub async fn place_tarball(
     registry: &Registry,
     shared: &Shared,
@@ -385,42 +441,21 @@ pub async fn place_tarball(
     version: &Version,
     tarball: &Bytes,
     integrity: &str,
-    created: &mut bool,
+    created: bool,
 ) -> Result<(), ApiError> {
     let crate::storage::Storage::S3(s3) = &registry.storage else {
         return Err(ApiError::internal(
             "db.type = \"s3\" needs storage.type = \"s3\"",
         ));
     };
-    let create = || {
-        s3.put_mode(
-            name,
-            version,
-            tarball.clone(),
-            integrity,
-            object_store::PutMode::Create,
-        )
-    };
     let (record, etag) = base(shared, name).unzip();
     let claimed = record
         .as_ref()
         .and_then(|r| r.claims.get(version.as_str()).cloned());
-    if claimed.is_none() {
-        if *created {
-            // Nobody claimed the version since this publish created the
-            // tarball, so nobody replaced it.
-            return Ok(());
-        }
-        match create().await {
-            Ok(()) => {
-                *created = true;
-                return Ok(());
-            }
-            Err(crate::storage::s3::PutFailure::Taken) => {}
-            Err(crate::storage::s3::PutFailure::Other(e)) => {
-                return Err(ApiError::unavailable(format!("{e}; nothing was published")));
-            }
-        }
+    if claimed.is_none() && created {
+        // Nobody claimed the version since this publish created the
+        // tarball ([`early_tarball`]), so nobody replaced it.
+        return Ok(());
     }
     if claimed.as_ref().is_none_or(|c| c.owner != shared.instance) {
         // No record yet (a first publish): the claim goes into a
