@@ -156,6 +156,7 @@ async fn package_record(
         times,
         binding: store.binding(name).map_err(|e| e.to_string())?,
         claims: Default::default(),
+        inline: Vec::new(),
         writer: "migrate".into(),
     })
 }

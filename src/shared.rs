@@ -7,7 +7,7 @@
 //!
 //! | key | object |
 //! |---|---|
-//! | `{name}/packument.json` | the package record ([`SharedRecord`]): the `P/` record, every live version with its publish time and its manifest's key, every tombstone's time, the GitHub binding, claims in progress. The only object ever replaced, always by compare-and-swap |
+//! | `{name}/packument.json` | the package record ([`SharedRecord`]): the `P/` record, every live version with its publish time and its manifest's key, every tombstone's time, the GitHub binding, claims in progress, the latest few manifests inline. The only object ever replaced, always by compare-and-swap |
 //! | `{name}/versions/{version}-{hash}.json` | a version manifest, `{hash}` the first 16 hex digits of its SHA-256: content-addressed, so never rewritten with other bytes; one no package record names is an orphan, never served |
 //! | `{name}/-/{file}.tgz` | the tarball, as with `db.type = "local"` (`src/storage/s3.rs`) |
 //! | `-/tokens/{hex SHA-256}.json` | a registry token's record |
@@ -64,6 +64,13 @@ pub struct SharedRecord {
     /// Versions being published through a taken tarball key.
     #[serde(default)]
     pub claims: BTreeMap<String, Claim>,
+    /// The manifests of the latest publishes (at most [`MAX_INLINE`]),
+    /// carried here until their own objects are known to be stored: a
+    /// publish then needs no manifest upload before its record, and an
+    /// instance applying the record no GET for them. Each matches its hash
+    /// in `versions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inline: Vec<(String, serde_json::Value)>,
     /// A random id of the write that made this record: how a writer whose
     /// PUT was retried after a lost answer recognises its own write.
     pub writer: String,
@@ -80,6 +87,7 @@ impl SharedRecord {
             times: Vec::new(),
             binding: None,
             claims: BTreeMap::new(),
+            inline: Vec::new(),
             writer: random_id(),
         }
     }
@@ -137,6 +145,9 @@ pub struct Shared {
     /// worth uploading twice).
     uploaded: quick_cache::sync::Cache<String, ()>,
 }
+
+/// Manifests a package record carries inline ([`SharedRecord::inline`]).
+pub const MAX_INLINE: usize = 8;
 
 /// Packages whose validated state one instance keeps in memory.
 const STATES: usize = 100_000;

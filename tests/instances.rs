@@ -176,16 +176,19 @@ fn an_instance_whose_cache_was_deleted_serves_everything() {
     let s3 = S3Server::start_moto();
     let a = instance(&s3, &[]);
     let mut b = instance(&s3, &[]);
-    for v in ["1.0.0", "1.1.0"] {
+    // More versions than a record carries inline (shared::MAX_INLINE):
+    // the older manifests must come from their own objects.
+    let published: Vec<String> = (0..12).map(|i| format!("1.{i}.0")).collect();
+    for v in &published {
         assert_eq!(publish_http(&a.http(), "@acme/kept", v).status, 201);
     }
     past_staleness();
-    assert_eq!(versions(&b, "@acme/kept").len(), 2);
+    assert_eq!(versions(&b, "@acme/kept").len(), 12);
     b.stop();
     std::fs::remove_dir_all(b.db_path()).unwrap();
     b.start_again();
-    assert_eq!(versions(&b, "@acme/kept"), ["1.0.0", "1.1.0"]);
-    assert_eq!(every_tarball_matches(&b, "@acme/kept"), 2);
+    assert_eq!(versions(&b, "@acme/kept"), published);
+    assert_eq!(every_tarball_matches(&b, "@acme/kept"), 12);
 }
 
 #[test]
@@ -354,19 +357,23 @@ fn db_type_s3_needs_storage_type_s3() {
     );
 }
 
+/// Three instances with GitHub App authorization (the App installed on
+/// `acme`) against a fake GitHub, on one moto bucket.
+fn app_instances() -> (S3Server, common::github::FakeGithub, [Server; 3]) {
+    let s3 = S3Server::start_moto();
+    let gh = common::github::with_cast();
+    gh.app().install("acme");
+    let auth = common::github::app_env(&gh);
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let servers = [(); 3].map(|()| instance(&s3, &auth));
+    (s3, gh, servers)
+}
+
 #[test]
 fn a_token_one_instance_issues_works_on_the_others_until_one_revokes_it() {
-    use common::github::{self, cast::ALICE};
-    let s3 = S3Server::start_moto();
-    let gh = github::with_cast();
-    gh.app().install("acme");
-    let auth = github::app_env(&gh);
-    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (a, b, c) = (
-        instance(&s3, &auth),
-        instance(&s3, &auth),
-        instance(&s3, &auth),
-    );
+    use common::github::cast::ALICE;
+    // The fake GitHub must live as long as the instances.
+    let (_s3, _gh, [a, b, c]) = app_instances();
     let login = a.http().put_json(
         "/-/user/org.couchdb.user:alice",
         &json!({"_id": "org.couchdb.user:alice", "name": "alice", "password": ALICE, "type": "user", "roles": []}),
@@ -446,16 +453,7 @@ fn migrate_copies_a_local_registry_into_the_bucket_then_instances_serve_it() {
 #[test]
 fn a_web_login_may_take_each_step_on_another_instance() {
     use common::github;
-    let s3 = S3Server::start_moto();
-    let gh = github::with_cast();
-    gh.app().install("acme");
-    let auth = github::app_env(&gh);
-    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (a, b, c) = (
-        instance(&s3, &auth),
-        instance(&s3, &auth),
-        instance(&s3, &auth),
-    );
+    let (_s3, gh, [a, b, c]) = app_instances();
     // npm asks A; the browser's steps reach B; npm's polls reach C.
     let start = a.http().post_json("/-/v1/login", &json!({}));
     assert_eq!(start.status, 200, "{}", start.error());

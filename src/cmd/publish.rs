@@ -147,20 +147,8 @@ async fn publish(
                 // the winner's bytes, so no overwrite and no delete here.
                 sync::check_claim(shared, name, version, integrity)?;
                 let wrote = created.load(Ordering::Relaxed);
-                // The manifest's object goes up beside the tarball (the
-                // commit then finds it uploaded).
-                let json = doc
-                    .versions
-                    .get(version.as_str())
-                    .map(serde_json::to_vec)
-                    .and_then(Result::ok)
-                    .ok_or_else(|| ApiError::internal(format!("{name}@{version}: no manifest")))?;
-                let (placed, uploaded) = tokio::join!(
-                    sync::place_tarball(registry, shared, name, version, tarball, integrity, wrote,),
-                    shared.put_manifest(name, version.as_str(), json)
-                );
-                placed?;
-                uploaded.map_err(sync::to_api)?;
+                sync::place_tarball(registry, shared, name, version, tarball, integrity, wrote)
+                    .await?;
                 let rev = commit_publish(registry, name, doc, version.clone(), binding_to).await?;
                 return Ok(ok(StatusCode::CREATED, name.as_str(), &rev));
             }

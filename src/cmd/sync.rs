@@ -132,16 +132,33 @@ async fn apply(
                 .collect()
         })
         .unwrap_or_default();
+    // Inline manifests first (checked against their hashes), then GETs.
+    let mut manifests: HashMap<String, Value> = HashMap::new();
+    let hashes: HashMap<&str, &str> = record
+        .versions
+        .iter()
+        .map(|(v, h)| (v.as_str(), h.as_str()))
+        .collect();
+    for (v, manifest) in &record.inline {
+        if have.get(v.as_str()) != hashes.get(v.as_str())
+            && serde_json::to_vec(manifest).is_ok_and(|json| {
+                hashes.get(v.as_str()) == Some(&crate::shared::short_hash(&json).as_str())
+            })
+        {
+            manifests.insert(v.clone(), manifest.clone());
+        }
+    }
     let fetches: Vec<_> = record
         .versions
         .iter()
-        .filter(|(v, h)| have.get(v.as_str()) != Some(&h.as_str()))
+        .filter(|(v, h)| have.get(v.as_str()) != Some(&h.as_str()) && !manifests.contains_key(v))
         .map(|(v, hash)| fetch_manifest(shared, name, v.clone(), hash.clone()))
         .collect();
-    let manifests: HashMap<String, Value> = futures_util::stream::iter(fetches)
+    let fetched: Vec<(String, Value)> = futures_util::stream::iter(fetches)
         .buffer_unordered(FETCHES)
         .try_collect()
         .await?;
+    manifests.extend(fetched);
     let store = registry.store.clone();
     let (owned, record, etag) = (name.clone(), record.clone(), etag.clone());
     let removed =
@@ -274,6 +291,12 @@ pub async fn commit(
             Ok::<_, ApiError>((v, hash))
         }
     };
+    // Entries of `list` (version first) but `v`'s.
+    let without = |list: Option<&Vec<(String, String)>>, v: &str| -> Vec<(String, String)> {
+        list.map(|l| l.iter().filter(|(have, _)| have != v).cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut own = None;
     let (versions, times) = match published {
         Some(version) => {
             let v = version.as_str();
@@ -281,28 +304,14 @@ pub async fn commit(
                 ApiError::internal(format!("the publish of {name}@{v} lacks its manifest"))
             })?;
             let at = doc.time.get(v).and_then(Value::as_str).unwrap_or_default();
-            let (_, hash) = upload(v.to_string(), manifest).await?;
-            let mut versions: Vec<(String, String)> = base
-                .as_ref()
-                .map(|(b, _)| {
-                    b.versions
-                        .iter()
-                        .filter(|(have, _)| have != v)
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
+            // Carried inline; its own object goes up beside the record.
+            let json = serde_json::to_vec(manifest)
+                .map_err(|e| ApiError::internal(format!("{name}@{v}: {e}")))?;
+            let hash = crate::shared::short_hash(&json);
+            own = Some((v.to_string(), manifest.clone(), json));
+            let mut versions = without(base.as_ref().map(|(b, _)| &b.versions), v);
             versions.push((v.to_string(), hash));
-            let mut all_times: Vec<(String, String)> = base
-                .as_ref()
-                .map(|(b, _)| {
-                    b.times
-                        .iter()
-                        .filter(|(have, _)| have != v)
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut all_times = without(base.as_ref().map(|(b, _)| &b.times), v);
             all_times.push((v.to_string(), at.to_string()));
             (versions, all_times)
         }
@@ -332,6 +341,46 @@ pub async fn commit(
             (versions, times)
         }
     };
+    // The inline manifests still named, with the same hash, then this
+    // publish's; the oldest beyond MAX_INLINE are written out first.
+    let named: HashMap<&str, &str> = versions
+        .iter()
+        .map(|(v, h)| (v.as_str(), h.as_str()))
+        .collect();
+    let mut inline: Vec<(String, Value)> = base
+        .as_ref()
+        .map(|(b, _)| {
+            b.inline
+                .iter()
+                .filter(|(v, m)| {
+                    Some(v.as_str()) != own.as_ref().map(|o| o.0.as_str())
+                        && serde_json::to_vec(m).is_ok_and(|json| {
+                            named.get(v.as_str())
+                                == Some(&crate::shared::short_hash(&json).as_str())
+                        })
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some((v, manifest, _)) = &own {
+        inline.push((v.clone(), manifest.clone()));
+    }
+    if inline.len() > crate::shared::MAX_INLINE {
+        let out = inline.len() - crate::shared::MAX_INLINE;
+        // Stored for real (not `upload`, which skips a manifest whose hash
+        // is unchanged: an inline one may have no object yet).
+        let mut flushes = Vec::with_capacity(out);
+        for (v, m) in &inline[..out] {
+            let json = serde_json::to_vec(m)
+                .map_err(|e| ApiError::internal(format!("{name}@{v}: {e}")))?;
+            flushes.push(shared.put_manifest(name, v, json));
+        }
+        futures_util::future::try_join_all(flushes)
+            .await
+            .map_err(to_api)?;
+        inline.drain(..out);
+    }
     let now = now();
     let claims = base
         .as_ref()
@@ -353,12 +402,19 @@ pub async fn commit(
             .cloned()
             .or_else(|| base.as_ref().and_then(|(b, _)| b.binding.clone())),
         claims,
+        inline,
         writer: crate::shared::random_id(),
     };
-    let etag = shared
-        .put_record(name, &next, base.as_ref().map(|(_, e)| e.as_str()))
-        .await
-        .map_err(to_api)?;
+    let put = shared.put_record(name, &next, base.as_ref().map(|(_, e)| e.as_str()));
+    let (put, _) = match own {
+        // The publish's own manifest object, beside the record: the
+        // record carries it inline until it is known to be stored.
+        Some((v, _, json)) => tokio::join!(put, async move {
+            let _ = shared.put_manifest(name, &v, json).await;
+        }),
+        None => (put.await, ()),
+    };
+    let etag = put.map_err(to_api)?;
     Ok((next, etag))
 }
 
