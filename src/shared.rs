@@ -64,7 +64,8 @@ pub struct SharedRecord {
     /// Versions being published through a taken tarball key.
     #[serde(default)]
     pub claims: BTreeMap<String, Claim>,
-    /// The manifests of the latest publishes (at most [`MAX_INLINE`]),
+    /// The manifests of the latest publishes (at most [`MAX_INLINE`]; a
+    /// writer that would exceed it stores the oldest half's objects first),
     /// carried here until their own objects are known to be stored: a
     /// publish then needs no manifest upload before its record, and an
     /// instance applying the record no GET for them. Each matches its hash

@@ -342,7 +342,8 @@ pub async fn commit(
         }
     };
     // The inline manifests still named, with the same hash, then this
-    // publish's; the oldest beyond MAX_INLINE are written out first.
+    // publish's. Past MAX_INLINE, the oldest are written out first, down to
+    // half (all at once, so one step every few publishes, not each).
     let named: HashMap<&str, &str> = versions
         .iter()
         .map(|(v, h)| (v.as_str(), h.as_str()))
@@ -367,7 +368,7 @@ pub async fn commit(
         inline.push((v.clone(), manifest.clone()));
     }
     if inline.len() > crate::shared::MAX_INLINE {
-        let out = inline.len() - crate::shared::MAX_INLINE;
+        let out = inline.len() - crate::shared::MAX_INLINE / 2;
         // Stored for real (not `upload`, which skips a manifest whose hash
         // is unchanged: an inline one may have no object yet).
         let mut flushes = Vec::with_capacity(out);
