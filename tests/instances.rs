@@ -169,6 +169,25 @@ fn one_version_published_through_two_instances_at_once_has_one_winner() {
             every_tarball_matches(server, name);
         }
     }
+    // The same bytes through both at once: one publish, and the other is
+    // told it is already there (200), as with one instance.
+    let version = "2.0.0";
+    let start = Arc::new(Barrier::new(2));
+    let threads: Vec<_> = [a.http(), b.http()]
+        .into_iter()
+        .map(|http| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                publish_http(&http, "@acme/race", version).status
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [200, 201]);
+    past_staleness();
+    assert_eq!(every_tarball_matches(&b, "@acme/race"), 5);
 }
 
 #[test]
