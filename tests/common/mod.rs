@@ -310,13 +310,22 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server must be installed: pip install \"moto[server]==5.2.5\"");
+        // Its port may accept connections (and reset them) before the
+        // server answers: retry the bucket's creation until it does.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not start");
-            std::thread::sleep(Duration::from_millis(20));
+        loop {
+            let created =
+                ureq::put(&format!("http://127.0.0.1:{port}/{}", Self::BUCKET)).send_empty();
+            match created {
+                // 409: an earlier attempt created it before its answer was lost.
+                Ok(_) | Err(ureq::Error::StatusCode(409)) => break,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "moto_server did not start (creating the bucket: {e})"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let created = ureq::put(&format!("http://127.0.0.1:{port}/{}", Self::BUCKET)).send_empty();
-        assert!(created.is_ok(), "creating the bucket failed: {created:?}");
         S3Server {
             endpoint: format!("http://localhost:{port}"),
             root,
