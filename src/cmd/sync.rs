@@ -265,7 +265,7 @@ fn base(shared: &Shared, name: &PackageName) -> Option<(Arc<SharedRecord>, Strin
 /// that changed. Returns the new record and its ETag; a lost race is
 /// [`lost_race`].
 pub async fn commit(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     name: &PackageName,
     doc: &Packument,
     binding: Option<&Repo>,
@@ -406,16 +406,21 @@ pub async fn commit(
         inline,
         writer: crate::shared::random_id(),
     };
-    let put = shared.put_record(name, &next, base.as_ref().map(|(_, e)| e.as_str()));
-    let (put, _) = match own {
-        // The publish's own manifest object, beside the record: the
-        // record carries it inline until it is known to be stored.
-        Some((v, _, json)) => tokio::join!(put, async move {
-            let _ = shared.put_manifest(name, &v, json).await;
-        }),
-        None => (put.await, ()),
-    };
-    let etag = put.map_err(to_api)?;
+    let etag = shared
+        .put_record(name, &next, base.as_ref().map(|(_, e)| e.as_str()))
+        .await
+        .map_err(to_api)?;
+    if let Some((v, _, json)) = own {
+        // The publish's own manifest object, after the answer: the record
+        // carries it inline until a writer pushes it out, which stores it
+        // then unless this instance already did.
+        let (shared, name) = (shared.clone(), name.clone());
+        tokio::spawn(async move {
+            if let Err(e) = shared.put_manifest(&name, &v, json).await {
+                log::debug!("{name}@{v}'s manifest stays inline for now: {e}");
+            }
+        });
+    }
     Ok((next, etag))
 }
 
