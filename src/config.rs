@@ -208,6 +208,9 @@ pub struct DbS3Config {
     /// tarball's key is already occupied) holds off other publishers of
     /// that number; a crashed publisher blocks it at most this long.
     pub claim_timeout: u64,
+    /// Lookups per minute one client address may cause of packages this
+    /// instance knows nothing of (each an S3 GET); then 429.
+    pub lookups_per_minute: u32,
 }
 
 /// Which backend keeps tarballs.
@@ -379,6 +382,11 @@ impl Config {
         }
         if self.db.s3.claim_timeout == 0 {
             return Err(ConfigError("db.s3.claim_timeout: must be above 0".into()));
+        }
+        if self.db.s3.lookups_per_minute == 0 {
+            return Err(ConfigError(
+                "db.s3.lookups_per_minute: must be above 0".into(),
+            ));
         }
         if self.storage.s3.expires == 0 || self.storage.s3.expires > 7 * 24 * 3600 {
             return Err(ConfigError(

@@ -182,7 +182,7 @@ async fn authorize(
     };
     // Under db.type = "s3", the cache of this package is revalidated
     // first when older than db.s3.max_staleness (a no-op otherwise).
-    cmd::sync::fresh(registry, name).await?;
+    cmd::sync::fresh(registry, name, request.client).await?;
     let binding = match registry.auth {
         crate::auth::Auth::None => None,
         crate::auth::Auth::Github(_) => cmd::binding(registry, name)?,

@@ -138,6 +138,8 @@ pub struct Shared {
     max_staleness: Duration,
     /// Seconds a [`Claim`] holds.
     pub claim_timeout: u64,
+    /// `db.s3.lookups_per_minute` ([`Shared::first_lookup`]).
+    lookups_per_minute: u32,
     /// This process's random id (claims, writers).
     pub instance: String,
     states: quick_cache::sync::Cache<PackageName, Arc<State>>,
@@ -145,6 +147,10 @@ pub struct Shared {
     /// Manifest keys this instance uploaded (content-addressed, so never
     /// worth uploading twice).
     uploaded: quick_cache::sync::Cache<String, ()>,
+    /// Per client address: lookups of packages this instance knows
+    /// nothing of ([`Shared::first_lookup`]).
+    budgets:
+        quick_cache::sync::Cache<std::net::IpAddr, Arc<std::sync::Mutex<crate::limits::Bucket>>>,
 }
 
 /// Manifests a package record carries inline ([`SharedRecord::inline`]).
@@ -180,10 +186,12 @@ impl Shared {
             describe,
             max_staleness: Duration::from_millis(config.max_staleness),
             claim_timeout: config.claim_timeout,
+            lookups_per_minute: config.lookups_per_minute,
             instance: random_id(),
             states: quick_cache::sync::Cache::new(STATES),
             tokens: quick_cache::sync::Cache::new(STATES),
             uploaded: quick_cache::sync::Cache::new(10_000),
+            budgets: quick_cache::sync::Cache::new(10_000),
         }
     }
 
@@ -292,6 +300,33 @@ impl Shared {
         let state = Arc::new(state);
         self.states.insert(name.clone(), state.clone());
         state
+    }
+
+    /// Takes one lookup from `client`'s budget when this instance holds no
+    /// state for `name` (`db.s3.lookups_per_minute`: each is an S3 GET, and
+    /// a 404 is cached per name, so random names would otherwise cost one
+    /// request each); `Err` with the seconds to wait when it is spent.
+    /// Revalidating a known package is not counted.
+    pub fn first_lookup(&self, name: &PackageName, client: std::net::IpAddr) -> Result<(), u64> {
+        if self.states.get(name).is_some() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let bucket = match self.budgets.get(&client) {
+            Some(bucket) => bucket,
+            None => {
+                let bucket = Arc::new(std::sync::Mutex::new(crate::limits::Bucket::full(
+                    self.lookups_per_minute,
+                    now,
+                )));
+                self.budgets.insert(client, bucket.clone());
+                bucket
+            }
+        };
+        let mut bucket = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket
+            .take(self.lookups_per_minute, now)
+            .map_err(|wait| wait.as_secs().max(1))
     }
 
     /// What this instance last knew of `name`, however old.

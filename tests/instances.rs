@@ -498,3 +498,39 @@ fn a_web_login_may_take_each_step_on_another_instance() {
     let again = github::browse(&on(&c, urls["loginUrl"].as_str().unwrap()));
     assert_ne!(again.status, 200);
 }
+
+#[test]
+fn a_flood_of_unknown_names_from_one_address_is_budgeted() {
+    let s3 = S3Server::start_moto();
+    let a = instance(
+        &s3,
+        &[
+            ("NMR_DB__S3__MAX_STALENESS", "60000"),
+            ("NMR_DB__S3__LOOKUPS_PER_MINUTE", "60"),
+        ],
+    );
+    assert_eq!(publish_http(&a.http(), "@acme/known", "1.0.0").status, 201);
+    // Each unknown name would be one S3 request: 60 a minute from this
+    // address here (one already went to the publish), then 429. The
+    // budget refills at one a second, so the first refusal comes after at
+    // least 59 answers and well before 200.
+    let mut answered = 0;
+    let reply = loop {
+        let reply = a.http().get(&format!("/@acme%2fnope-{answered}"), &[]);
+        if reply.status == 429 {
+            break reply;
+        }
+        assert_eq!(reply.status, 404);
+        answered += 1;
+        assert!(answered < 200, "never refused");
+    };
+    assert!(answered >= 59, "refused after {answered}");
+    assert!(reply.header("retry-after").is_some());
+    assert!(
+        reply.error().contains("unknown packages"),
+        "{}",
+        reply.error()
+    );
+    // What the instance knows is still served to that address.
+    assert_eq!(versions(&a, "@acme/known"), ["1.0.0"]);
+}

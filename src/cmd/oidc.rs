@@ -51,7 +51,7 @@ pub async fn exchange(
             message: "this ID token (jti) was already exchanged: request a new one".into(),
         }));
     }
-    crate::cmd::sync::fresh(registry, name).await?;
+    crate::cmd::sync::fresh(registry, name, request.client).await?;
     let binding = crate::cmd::binding(registry, name)?;
     if binding.is_none()
         && registry

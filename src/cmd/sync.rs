@@ -61,13 +61,28 @@ pub fn to_api(e: SharedError) -> ApiError {
 /// it was not, takes the package's lock and revalidates: one conditional
 /// GET, and the manifests a changed record brings. Every package route
 /// passes here before its authorization reads the binding (`http.rs`).
-pub async fn fresh(registry: &Registry, name: &PackageName) -> Result<(), ApiError> {
+/// A package this instance knows nothing of costs `client` one lookup of
+/// its budget ([`Shared::first_lookup`]: 429 when spent).
+pub async fn fresh(
+    registry: &Registry,
+    name: &PackageName,
+    client: std::net::IpAddr,
+) -> Result<(), ApiError> {
     let Some(shared) = &registry.shared else {
         return Ok(());
     };
     if shared.fresh(name).is_some() {
         return Ok(());
     }
+    shared.first_lookup(name, client).map_err(|wait| {
+        ApiError::new(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many lookups of unknown packages from your address: try again in {wait} s"
+            ),
+        )
+        .retry_after(wait)
+    })?;
     let _guard = registry.store.lock(name).await;
     if shared.fresh(name).is_some() {
         // Revalidated by whoever held the lock.
