@@ -78,6 +78,25 @@ pub struct SharedRecord {
 }
 
 impl SharedRecord {
+    /// Each live version's manifest hash, by version.
+    pub fn hashes(&self) -> std::collections::HashMap<&str, &str> {
+        self.versions
+            .iter()
+            .map(|(v, h)| (v.as_str(), h.as_str()))
+            .collect()
+    }
+
+    /// Whether `manifest`, carried inline for `version`, is the one
+    /// `hashes` ([`SharedRecord::hashes`] of a record) names.
+    pub fn inline_matches(
+        hashes: &std::collections::HashMap<&str, &str>,
+        version: &str,
+        manifest: &serde_json::Value,
+    ) -> bool {
+        serde_json::to_vec(manifest)
+            .is_ok_and(|json| hashes.get(version) == Some(&short_hash(&json).as_str()))
+    }
+
     /// A record that only carries claims: made by the first publish of a
     /// package when its tarball key is already taken. Its `record` is
     /// `null`, and an instance treats it as no package.
@@ -164,11 +183,16 @@ pub fn short_hash(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..8])
 }
 
-/// A fresh random id (16 hex digits).
-pub fn random_id() -> String {
+/// 64 random bits (zero if the system has no randomness to give).
+pub fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).unwrap_or_default();
-    hex::encode(bytes)
+    u64::from_le_bytes(bytes)
+}
+
+/// A fresh random id (16 hex digits).
+pub fn random_id() -> String {
+    format!("{:016x}", random_u64())
 }
 
 impl Shared {
@@ -334,15 +358,15 @@ impl Shared {
         self.states.get(name)
     }
 
-    /// Records that this instance wrote `record` (ETag `etag`) itself: it
-    /// serves it at once.
+    /// Records that this instance wrote `record` (ETag `etag`) itself, and
+    /// its cache holds it: it serves it at once.
     pub fn wrote(&self, name: &PackageName, record: SharedRecord, etag: String) {
-        self.states.insert(
-            name.clone(),
-            Arc::new(State {
+        self.remember(
+            name,
+            State {
                 current: Some((Arc::new(record), etag)),
                 validated: Instant::now(),
-            }),
+            },
         );
     }
 
@@ -429,14 +453,11 @@ impl Shared {
         version: &str,
         hash: &str,
     ) -> Result<Bytes, SharedError> {
-        let bytes = self
-            .s3
-            .get(&self.manifest_path(name, version, hash))
-            .await
-            .map_err(|e| self.unavailable(&format!("read the manifest of {name}@{version}"), e))?
-            .bytes()
-            .await
-            .map_err(|e| self.unavailable(&format!("read the manifest of {name}@{version}"), e))?;
+        let what = format!("the manifest of {name}@{version}");
+        let (bytes, _) = self
+            .read(&self.manifest_path(name, version, hash), &what)
+            .await?
+            .ok_or_else(|| self.unavailable(&format!("read {what}"), "it is missing"))?;
         if short_hash(&bytes) != hash {
             return Err(SharedError::Unavailable(format!(
                 "{}: the manifest of {name}@{version} does not match its hash",
@@ -446,21 +467,28 @@ impl Shared {
         Ok(bytes)
     }
 
-    /// A small shared object under `-/` (`key` built from validated parts),
-    /// or `None`.
-    pub async fn get_meta(&self, key: &str) -> Result<Option<(Bytes, String)>, SharedError> {
-        match self.s3.get(&self.path(&format!("-/{key}"))).await {
+    /// The bytes and ETag of the object at `path`, or `None`; `what` names
+    /// it in errors.
+    async fn read(&self, path: &Path, what: &str) -> Result<Option<(Bytes, String)>, SharedError> {
+        match self.s3.get(path).await {
             Ok(got) => {
                 let etag = got.meta.e_tag.clone().unwrap_or_default();
                 let bytes = got
                     .bytes()
                     .await
-                    .map_err(|e| self.unavailable("read shared metadata", e))?;
+                    .map_err(|e| self.unavailable(&format!("read {what}"), e))?;
                 Ok(Some((bytes, etag)))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.unavailable("read shared metadata", e)),
+            Err(e) => Err(self.unavailable(&format!("read {what}"), e)),
         }
+    }
+
+    /// A small shared object under `-/` (`key` built from validated parts),
+    /// or `None`.
+    pub async fn get_meta(&self, key: &str) -> Result<Option<(Bytes, String)>, SharedError> {
+        self.read(&self.path(&format!("-/{key}")), "shared metadata")
+            .await
     }
 
     /// Writes a small shared object under `-/`: `Create` only if absent

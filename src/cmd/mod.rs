@@ -161,13 +161,7 @@ async fn write(
         }
     };
     if let (Some(s), Some((record, etag))) = (&registry.shared, shared) {
-        s.remember(
-            name,
-            crate::shared::State {
-                current: Some((std::sync::Arc::new(record), etag)),
-                validated: std::time::Instant::now(),
-            },
-        );
+        s.wrote(name, record, etag);
     }
     for version in &removed {
         registry.tarballs.remove(name, version);

@@ -139,26 +139,13 @@ async fn apply(
         );
         return Ok(());
     };
-    let have: HashMap<&str, &str> = known
-        .map(|k| {
-            k.versions
-                .iter()
-                .map(|(v, h)| (v.as_str(), h.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let have = known.map(SharedRecord::hashes).unwrap_or_default();
     // Inline manifests first (checked against their hashes), then GETs.
     let mut manifests: HashMap<String, Value> = HashMap::new();
-    let hashes: HashMap<&str, &str> = record
-        .versions
-        .iter()
-        .map(|(v, h)| (v.as_str(), h.as_str()))
-        .collect();
+    let hashes = record.hashes();
     for (v, manifest) in &record.inline {
         if have.get(v.as_str()) != hashes.get(v.as_str())
-            && serde_json::to_vec(manifest).is_ok_and(|json| {
-                hashes.get(v.as_str()) == Some(&crate::shared::short_hash(&json).as_str())
-            })
+            && SharedRecord::inline_matches(&hashes, v, manifest)
         {
             manifests.insert(v.clone(), manifest.clone());
         }
@@ -234,17 +221,18 @@ pub async fn retrying_with<'a, T>(
     let (revalidated, besides) = tokio::join!(revalidate(registry, shared, name), beside);
     revalidated?;
     besides?;
+    // Every attempt starts from a revalidated cache (one conditional GET,
+    // 304 when unchanged): behind a load balancer the previous write often
+    // went through another instance, and a stale base would cost a lost
+    // race instead. The first one ran beside `beside`.
     for n in 0..MAX_ATTEMPTS {
-        // Always asked (one conditional GET, 304 when unchanged): behind a
-        // load balancer the previous write often went through another
-        // instance, and a stale base would cost a lost race instead.
         if n > 0 {
             revalidate(registry, shared, name).await?;
         }
         match attempt().await {
             Err(e) if e.message == LOST_RACE => {
                 let base = 10u64 << n.min(5);
-                let jitter = u64::from_le_bytes(random_bytes()) % base;
+                let jitter = crate::shared::random_u64() % base;
                 tokio::time::sleep(Duration::from_millis(base + jitter)).await;
             }
             done => return done,
@@ -254,12 +242,6 @@ pub async fn retrying_with<'a, T>(
         "{name} was changed through other instances {MAX_ATTEMPTS} times during this write: retry it"
     ))
     .retry_after(1))
-}
-
-fn random_bytes() -> [u8; 8] {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).unwrap_or_default();
-    bytes
 }
 
 /// Unix seconds now.
@@ -289,11 +271,10 @@ pub async fn commit(
     let base = base(shared, name);
     let (record, times) =
         crate::store::record_parts(name, doc).map_err(|e| ApiError::internal(e.to_string()))?;
-    let hash_of = |v: &str| {
-        base.as_ref()
-            .and_then(|(b, _)| b.versions.iter().find(|(have, _)| have == v))
-            .map(|(_, h)| h.clone())
-    };
+    // One map, not a scan per version: a dist-tag change on a package of
+    // thousands of versions looks every one up.
+    let base_hashes = base.as_ref().map(|(b, _)| b.hashes()).unwrap_or_default();
+    let hash_of = |v: &str| base_hashes.get(v).map(|h| h.to_string());
     let upload = |v: String, manifest: &Value| {
         let json = serde_json::to_vec(manifest);
         let stored = hash_of(&v);
@@ -319,7 +300,7 @@ pub async fn commit(
                 ApiError::internal(format!("the publish of {name}@{v} lacks its manifest"))
             })?;
             let at = doc.time.get(v).and_then(Value::as_str).unwrap_or_default();
-            // Carried inline; its own object goes up beside the record.
+            // Carried inline; its own object goes up after the record.
             let json = serde_json::to_vec(manifest)
                 .map_err(|e| ApiError::internal(format!("{name}@{v}: {e}")))?;
             let hash = crate::shared::short_hash(&json);
@@ -370,10 +351,7 @@ pub async fn commit(
                 .iter()
                 .filter(|(v, m)| {
                     Some(v.as_str()) != own.as_ref().map(|o| o.0.as_str())
-                        && serde_json::to_vec(m).is_ok_and(|json| {
-                            named.get(v.as_str())
-                                == Some(&crate::shared::short_hash(&json).as_str())
-                        })
+                        && SharedRecord::inline_matches(&named, v, m)
                 })
                 .cloned()
                 .collect()
@@ -561,13 +539,7 @@ pub async fn place_tarball(
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        shared.remember(
-            name,
-            State {
-                current: Some((Arc::new(next), new_etag)),
-                validated: std::time::Instant::now(),
-            },
-        );
+        shared.wrote(name, next, new_etag);
     }
     replace_orphan(registry, s3, name, version, tarball, integrity).await
 }
