@@ -51,7 +51,7 @@ pub async fn to_s3(config: &Config) -> Result<Report, String> {
     for (i, name) in names.iter().enumerate() {
         let record = package_record(&store, &shared, name).await?;
         report.versions += record.versions.len();
-        let (current, changed) = shared
+        let (current, _) = shared
             .revalidate(name, None)
             .await
             .map_err(|e| e.to_string())?;
@@ -65,7 +65,6 @@ pub async fn to_s3(config: &Config) -> Result<Report, String> {
             }
             Some((held, _)) if same(&held, &record) => report.unchanged += 1,
             Some(_) => {
-                let _ = changed;
                 return Err(format!(
                     "the bucket already holds another record of {name}: it is in use by a \
                      registry with db.type = \"s3\"; migrate only into an unused bucket or prefix"
@@ -88,13 +87,13 @@ pub async fn to_s3(config: &Config) -> Result<Report, String> {
         let record: crate::tokens::TokenRecord = serde_json::from_slice(&raw)
             .map_err(|e| format!("a stored token record is corrupt: {e}"))?;
         if let Some(id) = record.github_id {
-            let index = format!("users/{id:020}/{}", hex::encode(hash));
+            let index = crate::shared::user_token_key(id, &hash);
             shared
                 .put_meta(&index, Vec::new(), PutMode::Overwrite)
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        let key = format!("tokens/{}.json", hex::encode(hash));
+        let key = crate::shared::token_key(&hash);
         shared
             .put_meta(&key, raw.clone(), PutMode::Overwrite)
             .await
@@ -111,7 +110,7 @@ pub async fn to_s3(config: &Config) -> Result<Report, String> {
         }
         let json = serde_json::to_vec(&configs).map_err(|e| e.to_string())?;
         shared
-            .put_meta(&format!("trust/{name}.json"), json, PutMode::Overwrite)
+            .put_meta(&crate::shared::trust_key(name), json, PutMode::Overwrite)
             .await
             .map_err(|e| e.to_string())?;
         report.trust += 1;

@@ -183,6 +183,27 @@ pub fn short_hash(bytes: &[u8]) -> String {
     hex::encode(&Sha256::digest(bytes)[..8])
 }
 
+/// The `-/` key of a registry token's record (a token's hash: the SHA-256
+/// of its secret).
+pub fn token_key(hash: &[u8; 32]) -> String {
+    format!("tokens/{}.json", hex::encode(hash))
+}
+
+/// The `-/` directory indexing the tokens of the GitHub user `github_id`.
+pub fn user_dir(github_id: u64) -> String {
+    format!("users/{github_id:020}/")
+}
+
+/// The `-/` key indexing token `hash` under the GitHub user `github_id`.
+pub fn user_token_key(github_id: u64, hash: &[u8; 32]) -> String {
+    format!("{}{}", user_dir(github_id), hex::encode(hash))
+}
+
+/// The `-/` key of a package's `npm trust` configurations.
+pub fn trust_key(name: &PackageName) -> String {
+    format!("trust/{name}.json")
+}
+
 /// 64 random bits (zero if the system has no randomness to give).
 pub fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
@@ -551,7 +572,7 @@ impl Shared {
         }
         let validated = Instant::now();
         let record = self
-            .get_meta(&format!("tokens/{}.json", hex::encode(hash)))
+            .get_meta(&token_key(hash))
             .await?
             .map(|(bytes, _)| bytes);
         self.tokens.insert(*hash, (validated, record.clone()));
@@ -561,16 +582,14 @@ impl Shared {
     /// Deletes every token of the GitHub user `github_id` (GitHub says the
     /// account is gone). Returns how many.
     pub async fn delete_user_tokens(&self, github_id: u64) -> Result<usize, SharedError> {
-        let dir = format!("users/{github_id:020}/");
-        let hashes = self.list_meta(&dir).await?;
-        for hash in &hashes {
-            if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                self.delete_meta(&format!("tokens/{hash}.json")).await?;
-                self.delete_meta(&format!("{dir}{hash}")).await?;
-                if let Ok(Ok(h)) = hex::decode(hash).map(<[u8; 32]>::try_from) {
-                    self.forget_token(&h);
-                }
-            }
+        let hashes = self.list_meta(&user_dir(github_id)).await?;
+        for name in &hashes {
+            let Ok(Ok(hash)) = hex::decode(name).map(<[u8; 32]>::try_from) else {
+                continue;
+            };
+            self.delete_meta(&token_key(&hash)).await?;
+            self.delete_meta(&user_token_key(github_id, &hash)).await?;
+            self.forget_token(&hash);
         }
         Ok(hashes.len())
     }

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::name::PackageName;
 use crate::oidc::TrustConfig;
 use crate::registry::Registry;
-use crate::shared::Created;
+use crate::shared::{Created, token_key, trust_key, user_dir, user_token_key};
 use crate::store::{Store, StoreError};
 use crate::tokens::TokenRecord;
 
@@ -32,14 +32,6 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| ApiError::internal(format!("the metadata store did not answer: {e}")))?
         .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-fn token_key(hash: &Hash) -> String {
-    format!("tokens/{}.json", hex::encode(hash))
-}
-
-fn user_dir(github_id: u64) -> String {
-    format!("users/{github_id:020}/")
 }
 
 fn corrupt(e: serde_json::Error) -> ApiError {
@@ -71,7 +63,7 @@ pub async fn put_token(
         Some(shared) => {
             let json = serde_json::to_vec(record).map_err(corrupt)?;
             if let Some(id) = record.github_id {
-                let index = format!("{}{}", user_dir(id), hex::encode(hash));
+                let index = user_token_key(id, hash);
                 shared
                     .put_meta(&index, Vec::new(), PutMode::Overwrite)
                     .await
@@ -99,7 +91,7 @@ pub async fn delete_token(registry: &Registry, hash: &Hash) -> Result<(), ApiErr
             let record = token(registry, hash).await?;
             shared.delete_meta(&token_key(hash)).await.map_err(to_api)?;
             if let Some(id) = record.and_then(|r| r.github_id) {
-                let index = format!("{}{}", user_dir(id), hex::encode(hash));
+                let index = user_token_key(id, hash);
                 shared.delete_meta(&index).await.map_err(to_api)?;
             }
             shared.forget_token(hash);
@@ -134,10 +126,6 @@ pub async fn user_tokens(
         }
     }
     Ok(found)
-}
-
-fn trust_key(name: &PackageName) -> String {
-    format!("trust/{name}.json")
 }
 
 /// The package's trusted-publisher configurations, with the version to
