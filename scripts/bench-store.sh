@@ -7,8 +7,8 @@
 # writer publishes. BASELINE=REV also measures a build of REV in the same run.
 #
 # Usage: scripts/bench-store.sh [versions|ceiling|mixed|instances ...]
-#   (default: versions ceiling mixed; instances needs moto_server:
-#   pip install "moto[server]==5.2.5")
+#   (default: versions ceiling mixed; instances needs python3 to import
+#   moto, pip install "moto[server]==5.2.5", run by scripts/moto_server.py)
 #   SECS=5 VERSIONS=10000 BASELINE=<git rev>
 # Needs: wrk, nginx (Debian's nginx-light), python3; builds a release binary.
 set -euo pipefail

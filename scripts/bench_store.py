@@ -433,10 +433,12 @@ def phase_mixed(github):
 
 
 def start_moto():
-    """moto's S3 server (pip install "moto[server]==5.2.5"): it enforces
-    conditional writes, which db.type = "s3" needs. Returns (process, env)."""
+    """moto's S3 server (pip install "moto[server]==5.2.5") through
+    scripts/moto_server.py, which makes its conditional writes atomic, as
+    db.type = "s3" needs and the tests run it. Returns (process, env)."""
     port = free_port()
-    proc = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_server.py")
+    proc = subprocess.Popen(["python3", script, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(300):
         try:

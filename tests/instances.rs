@@ -1,6 +1,7 @@
 //! Several nmr instances on one bucket (`db.type = "s3"`), each with its
-//! own `db.path`, against moto's S3 server (which enforces conditional
-//! writes atomically): what one instance publishes the others serve, no
+//! own `db.path`, against moto's S3 server (run through
+//! `scripts/moto_server.py`, which makes its conditional writes atomic,
+//! docs/s3-conditional-writes.md): what one instance publishes the others serve, no
 //! concurrent publish is lost, one version has one winner, a crash leaves
 //! nothing dangling, and a store that ignores `If-None-Match` is refused.
 

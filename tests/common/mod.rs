@@ -296,20 +296,21 @@ impl S3Server {
         }
     }
 
-    /// moto's S3 server (`moto_server`, `pip install "moto[server]==5.2.5"`)
+    /// moto's S3 server (`pip install "moto[server]==5.2.5"`) through
+    /// `scripts/moto_server.py`, which makes its conditional writes atomic,
     /// on a free loopback port with the bucket created: the store the
-    /// shared-metadata tests need, as it enforces `If-None-Match` and
-    /// `If-Match` atomically (docs/s3-conditional-writes.md). It keeps
+    /// shared-metadata tests need (docs/s3-conditional-writes.md). It keeps
     /// objects in memory ([`S3Server::objects`] is empty).
     pub fn start_moto() -> S3Server {
         let root = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/moto_server.py");
+        let mut child = Command::new("python3")
+            .args([script, "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("moto_server must be installed: pip install \"moto[server]==5.2.5\"");
+            .expect("python3 must be installed (scripts/test installs it)");
         // Its port may accept connections (and reset them) before the
         // server answers: retry the bucket's creation until it does.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -319,10 +320,18 @@ impl S3Server {
             match created {
                 // 409: an earlier attempt created it before its answer was lost.
                 Ok(_) | Err(ureq::Error::StatusCode(409)) => break,
-                Err(e) => assert!(
-                    Instant::now() < deadline,
-                    "moto_server did not start (creating the bucket: {e})"
-                ),
+                Err(e) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        panic!(
+                            "scripts/moto_server.py exited ({status}): python3 needs moto, \
+                             pip install \"moto[server]==5.2.5\" (scripts/test installs it)"
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "moto's server did not start (creating the bucket: {e})"
+                    );
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
