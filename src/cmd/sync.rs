@@ -486,9 +486,12 @@ pub async fn early_tarball(
 /// losing writer never replaces or deletes the winner's: when
 /// [`early_tarball`] created it (`created`) and nobody claimed the version
 /// since, it does; when the key was taken (a racing or crashed publisher
-/// of the same version), claims the version in the record, then keeps
-/// identical bytes or replaces others conditionally on the ETag read.
-/// Call after [`check_claim`].
+/// of the same version), claims the version in the record (or renews this
+/// instance's claim when less than half of `db.s3.claim_timeout` is left),
+/// then keeps identical bytes or replaces others conditionally on the ETag
+/// read, within a quarter of `claim_timeout` (503 past it), so the replace
+/// is over before the claim can expire (ARCHITECTURE.md, "Publishing one
+/// version from two instances"). Call after [`check_claim`].
 pub async fn place_tarball(
     registry: &Registry,
     shared: &Shared,
@@ -512,7 +515,17 @@ pub async fn place_tarball(
         // tarball ([`early_tarball`]), so nobody replaced it.
         return Ok(());
     }
-    if claimed.as_ref().is_none_or(|c| c.owner != shared.instance) {
+    // A replace starts with at least half of the claim's time left and is
+    // cut off after a quarter ([`replace_orphan`]), so it is over before the
+    // claim expires, with a quarter of `claim_timeout` to spare for clock
+    // skew between instances: a later claimant (who claims only after
+    // expiry) reads the final bytes, never bytes a stalled earlier claimant
+    // replaces afterwards.
+    let own_left = claimed
+        .as_ref()
+        .filter(|c| c.owner == shared.instance)
+        .map(|c| c.expires.saturating_sub(now()));
+    if own_left.is_none_or(|left| left < shared.claim_timeout.div_ceil(2)) {
         // No record yet (a first publish): the claim goes into a
         // placeholder record, created only if absent, that names no
         // version and is served as no package.
@@ -541,7 +554,20 @@ pub async fn place_tarball(
             .map_err(|e| ApiError::internal(e.to_string()))?;
         shared.wrote(name, next, new_etag);
     }
-    replace_orphan(registry, s3, name, version, tarball, integrity).await
+    let limit = Duration::from_millis(shared.claim_timeout * 250);
+    tokio::time::timeout(
+        limit,
+        replace_orphan(registry, s3, name, version, tarball, integrity),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(ApiError::unavailable(format!(
+            "the tarball storage did not finish replacing {name}@{version}'s orphaned tarball \
+             within {} s (a quarter of db.s3.claim_timeout); nothing was published",
+            limit.as_secs()
+        ))
+        .retry_after(5))
+    })
 }
 
 /// With the version claimed, makes the bytes under
