@@ -71,7 +71,7 @@ pub async fn to_s3(config: &Config) -> Result<Report, String> {
                 ));
             }
         }
-        verify(
+        let etag = verify(
             &shared,
             &storage,
             name,
@@ -79,6 +79,12 @@ pub async fn to_s3(config: &Config) -> Result<Report, String> {
             config.server.max_body_size,
         )
         .await?;
+        // The local records are now what the bucket holds: remembering its
+        // ETag makes db.path this instance's cache of it, which a
+        // db.type = "s3" start accepts (`Store::is_local_registry`).
+        store
+            .set_shared_state(name, &record, &etag)
+            .map_err(|e| e.to_string())?;
         if (i + 1) % 100 == 0 {
             log::info!("migrated {} of {} packages", i + 1, names.len());
         }
@@ -161,26 +167,27 @@ async fn package_record(
 }
 
 /// Reads back what was copied of `name`: the record, every manifest
-/// against its hash, every live version's tarball.
+/// against its hash, every live version's tarball. Returns the record's
+/// ETag in the bucket.
 async fn verify(
     shared: &Shared,
     storage: &crate::storage::S3Storage,
     name: &crate::name::PackageName,
     record: &SharedRecord,
     limit: u64,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let (state, _) = shared
         .revalidate(name, None)
         .await
         .map_err(|e| e.to_string())?;
-    match &state.current {
-        Some((held, _)) if same(held, record) => {}
+    let etag = match &state.current {
+        Some((held, etag)) if same(held, record) => etag.clone(),
         _ => {
             return Err(format!(
                 "the record of {name} read back differs from what was written"
             ));
         }
-    }
+    };
     for (v, hash) in &record.versions {
         shared
             .manifest(name, v, hash)
@@ -199,5 +206,5 @@ async fn verify(
             ));
         }
     }
-    Ok(())
+    Ok(etag)
 }

@@ -43,6 +43,17 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
     let shared = match (&config.db.kind, &storage) {
         (crate::config::DbType::S3, Storage::S3(s3)) => {
             let (client, prefix, describe) = s3.parts();
+            if store
+                .is_local_registry()
+                .map_err(|e| StartupError(format!("db.path: {e}")))?
+            {
+                return Err(StartupError(format!(
+                    "db.path ({}) holds a db.type = \"local\" registry, whose packages are not in \
+                     the bucket: copy them with `nmr migrate --to s3` (README, \"Running several \
+                     instances\"), or give db.type = \"s3\" an empty db.path",
+                    config.db.path.display()
+                )));
+            }
             let shared = crate::shared::Shared::new(client, prefix, describe, &config.db.s3);
             shared.probe().await.map_err(StartupError)?;
             Some(Arc::new(shared))

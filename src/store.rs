@@ -814,6 +814,51 @@ impl Store {
         })
     }
 
+    /// Removes every record of `name` from this cache of a bucket, whose
+    /// record there is gone (`db.type = "s3"`: the bucket is the truth):
+    /// the package record, manifests, times, tarball index, binding and
+    /// shared state, in one batch. Returns the live versions it held.
+    pub fn forget(&self, name: &PackageName) -> Result<Vec<Version>, StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut live = Vec::new();
+        for prefix in ["V", "T", "t"] {
+            let prefix = format!("{prefix}/{name}/");
+            for (key, _) in self.scan(prefix.as_bytes())? {
+                if prefix.starts_with('t') {
+                    let version = std::str::from_utf8(&key[prefix.len()..])
+                        .ok()
+                        .and_then(|v| Version::parse(v).ok());
+                    live.extend(version);
+                }
+                batch.delete(&key);
+            }
+        }
+        for kind in ["P", "b", "s"] {
+            batch.delete(format!("{kind}/{name}").as_bytes());
+        }
+        let (written, _generation) = self.write_package(name, batch, None)?;
+        self.indexes.remove(name);
+        written.map(|()| live)
+    }
+
+    /// Whether any key starts with `prefix` (one seek).
+    fn holds_prefix(&self, prefix: &[u8]) -> Result<bool, StoreError> {
+        self.with_db(|db| {
+            let mut it = db.new_iter()?;
+            it.seek(prefix);
+            Ok(it.current().is_some_and(|(k, _)| k.starts_with(prefix)))
+        })
+    }
+
+    /// Whether this database is a `db.type = "local"` registry rather than
+    /// a cache of a bucket: it holds package records (`P/`) but no shared
+    /// state (`s/`), which every package a cache applied has. Under
+    /// `db.type = "s3"` such a database is refused at startup, since its
+    /// packages are not in the bucket (`nmr migrate --to s3` copies them).
+    pub fn is_local_registry(&self) -> Result<bool, StoreError> {
+        Ok(self.holds_prefix(b"P/")? && !self.holds_prefix(b"s/")?)
+    }
+
     /// The shared record (and its ETag) this cache last applied, under
     /// `db.type = "s3"` (`s/{name}`; `src/shared.rs`).
     pub fn shared_state(
@@ -1390,6 +1435,41 @@ mod tests {
 
     fn publish(store: &Store, name: &PackageName, v: &str) -> Packument {
         testing::publish(store, name, v, None)
+    }
+
+    #[test]
+    fn a_cache_forgets_one_package_and_keeps_its_prefix_neighbour() {
+        let (_dir, store, name) = widget_with(&["1.0.0", "1.1.0"]);
+        let neighbour = PackageName::parse("@acme/widgets").unwrap();
+        publish(&store, &neighbour, "2.0.0");
+        let mut forgotten = store.forget(&name).unwrap();
+        forgotten.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let forgotten: Vec<&str> = forgotten.iter().map(|v| v.as_str()).collect();
+        assert_eq!(forgotten, ["1.0.0", "1.1.0"]);
+        assert!(store.record(&name).unwrap().is_none());
+        assert!(store.manifest(&name, "1.0.0").unwrap().is_none());
+        let v1 = Version::parse("1.0.0").unwrap();
+        assert!(store.tarball_shasum(&name, &v1).is_none());
+        assert!(store.publish_view(&name, &v1).unwrap().is_none());
+        let v2 = Version::parse("2.0.0").unwrap();
+        assert_eq!(
+            store.tarball_shasum(&neighbour, &v2).as_deref(),
+            Some("sha-2.0.0")
+        );
+    }
+
+    #[test]
+    fn a_local_registry_is_told_from_a_cache_of_a_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!store.is_local_registry().unwrap(), "an empty database");
+        let name = PackageName::parse("@acme/widget").unwrap();
+        publish(&store, &name, "1.0.0");
+        assert!(store.is_local_registry().unwrap());
+        store
+            .set_shared_state(&name, &crate::shared::SharedRecord::placeholder(), "\"e\"")
+            .unwrap();
+        assert!(!store.is_local_registry().unwrap());
     }
 
     /// A store in a temporary directory (kept while the first value

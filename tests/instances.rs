@@ -277,6 +277,23 @@ fn an_unreachable_bucket_answers_503_and_keeps_fresh_reads() {
     assert_eq!(versions(&a, "@acme/fresh"), ["1.0.0"]);
 }
 
+#[test]
+fn a_package_whose_record_left_the_bucket_is_no_longer_served() {
+    let s3 = S3Server::start_moto();
+    let a = instance(&s3, &[]);
+    assert_eq!(publish_http(&a.http(), "@acme/gone", "1.0.0").status, 201);
+    let tarball = "/@acme/gone/-/gone-1.0.0.tgz";
+    assert_eq!(a.http().get(tarball, &[]).status, 200);
+    // The bucket is the truth: its record deleted by hand, A's cached copy
+    // goes too once it revalidates.
+    s3.delete_object("@acme/gone/packument.json");
+    past_staleness();
+    assert_eq!(a.http().get(&escape("@acme/gone"), &[]).status, 404);
+    assert_eq!(a.http().get(tarball, &[]).status, 404);
+    let b = instance(&s3, &[]);
+    assert_eq!(b.http().get(&escape("@acme/gone"), &[]).status, 404);
+}
+
 /// A proxy in front of `upstream` (host:port) that drops every
 /// `If-None-Match` request header, as some S3-compatible stores ignore it.
 fn header_stripping_proxy(upstream: String) -> u16 {
@@ -438,6 +455,12 @@ fn migrate_copies_a_local_registry_into_the_bucket_then_instances_serve_it() {
         .put_json("/-/package/@acme%2fmoved/dist-tags/stable", &json!("1.0.0"));
     assert_eq!(tag.status, 200, "{}", tag.error());
     local.stop();
+    // Not migrated yet: db.type = "s3" refuses this db.path, whose
+    // packages the bucket lacks, rather than serve them from it.
+    let refused = exits_within(local.command().envs(S3Server::shared_db_env()));
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("nmr migrate --to s3"), "{stderr}");
     for run in [
         "1 packages copied, 0 already there",
         "0 packages copied, 1 already there",
@@ -459,6 +482,15 @@ fn migrate_copies_a_local_registry_into_the_bucket_then_instances_serve_it() {
             "{stdout}"
         );
     }
+    // README's upgrade path: the same configuration and db.path, with
+    // db.type = "s3"; the migrated db.path is now a cache of the bucket.
+    for (key, value) in S3Server::shared_db_env() {
+        local.set_env(&key, &value);
+    }
+    local.start_again();
+    assert_eq!(versions(&local, "@acme/moved"), ["1.0.0", "1.1.0"]);
+    assert_eq!(every_tarball_matches(&local, "@acme/moved"), 2);
+    // And a new instance reads it through.
     let shared = instance(&s3, &[]);
     assert_eq!(versions(&shared, "@acme/moved"), ["1.0.0", "1.1.0"]);
     assert_eq!(every_tarball_matches(&shared, "@acme/moved"), 2);
@@ -468,6 +500,24 @@ fn migrate_copies_a_local_registry_into_the_bucket_then_instances_serve_it() {
         publish_http(&shared.http(), "@acme/moved", "1.2.0").status,
         201
     );
+}
+
+/// Runs `command` to its exit (within 30 s, else kills it and fails).
+fn exits_within(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("nmr kept running: it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[test]

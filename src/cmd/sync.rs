@@ -133,10 +133,22 @@ async fn apply(
     known: Option<&SharedRecord>,
 ) -> Result<(), ApiError> {
     let Some((record, etag)) = &state.current else {
+        // The bucket is the truth: its record was deleted there, or this
+        // cache came from another bucket or prefix.
         log::warn!(
             "{name} is in this instance's cache (db.path) but not in the bucket: \
-             the cache belongs to another bucket or prefix; it is no longer served"
+             removed from the cache, no longer served"
         );
+        let store = registry.store.clone();
+        let owned = name.clone();
+        let removed = tokio::task::spawn_blocking(move || store.forget(&owned))
+            .await
+            .map_err(|e| ApiError::internal(format!("updating the cache did not finish: {e}")))?
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        registry.documents.invalidate(name);
+        for version in &removed {
+            registry.tarballs.remove(name, version);
+        }
         return Ok(());
     };
     let have = known.map(SharedRecord::hashes).unwrap_or_default();

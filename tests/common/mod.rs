@@ -169,6 +169,12 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Sets `key` to `value` in the environment of the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server running");
@@ -349,6 +355,20 @@ impl S3Server {
             return self.objects().join(key).is_file();
         }
         use object_store::ObjectStoreExt;
+        let (store, path) = self.client(key);
+        block_on(store.head(&path)).is_ok()
+    }
+
+    /// Deletes the object `key` (under the bucket and prefix) of a moto
+    /// server, as an operator might by hand.
+    pub fn delete_object(&self, key: &str) {
+        use object_store::ObjectStoreExt;
+        let (store, path) = self.client(key);
+        block_on(store.delete(&path)).expect("deleting an object");
+    }
+
+    /// A client of this moto server and the path of `key` under the prefix.
+    fn client(&self, key: &str) -> (object_store::aws::AmazonS3, object_store::path::Path) {
         let store = object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(Self::BUCKET)
             .with_endpoint(&self.endpoint)
@@ -359,11 +379,7 @@ impl S3Server {
             .build()
             .expect("an S3 client");
         let path = object_store::path::Path::parse(format!("{}/{key}", Self::PREFIX)).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(store.head(&path)).is_ok()
+        (store, path)
     }
 
     /// The settings that make an instance keep its metadata in the bucket
@@ -407,6 +423,15 @@ impl S3Server {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `future` to completion on a throwaway runtime.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
 }
 
 impl Drop for S3Server {
