@@ -25,6 +25,7 @@ use crate::name::{PackageName, Version};
 use crate::packument::Packument;
 use crate::registry::Registry;
 use crate::shared::{Claim, Shared, SharedError, SharedRecord, State};
+use crate::store::{Store, StoreError};
 
 /// Attempts of one write before it answers 409 (each after a 412).
 pub const MAX_ATTEMPTS: u32 = 10;
@@ -139,17 +140,8 @@ async fn apply(
             "{name} is in this instance's cache (db.path) but not in the bucket: \
              removed from the cache, no longer served"
         );
-        let store = registry.store.clone();
         let owned = name.clone();
-        let removed = tokio::task::spawn_blocking(move || store.forget(&owned))
-            .await
-            .map_err(|e| ApiError::internal(format!("updating the cache did not finish: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        registry.documents.invalidate(name);
-        for version in &removed {
-            registry.tarballs.remove(name, version);
-        }
-        return Ok(());
+        return update_cache(registry, name, move |store| store.forget(&owned)).await;
     };
     let have = known.map(SharedRecord::hashes).unwrap_or_default();
     // Inline manifests first (checked against their hashes), then GETs.
@@ -173,13 +165,26 @@ async fn apply(
         .try_collect()
         .await?;
     manifests.extend(fetched);
-    let store = registry.store.clone();
     let (owned, record, etag) = (name.clone(), record.clone(), etag.clone());
-    let removed =
-        tokio::task::spawn_blocking(move || store.apply_shared(&owned, &record, manifests, &etag))
-            .await
-            .map_err(|e| ApiError::internal(format!("updating the cache did not finish: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+    update_cache(registry, name, move |store| {
+        store.apply_shared(&owned, &record, manifests, &etag)
+    })
+    .await
+}
+
+/// Runs `change` of `name`'s records in the cache off the async workers,
+/// then drops the served documents and the cached tarballs of the
+/// versions it removed.
+async fn update_cache(
+    registry: &Registry,
+    name: &PackageName,
+    change: impl FnOnce(&Store) -> Result<Vec<Version>, StoreError> + Send + 'static,
+) -> Result<(), ApiError> {
+    let store = registry.store.clone();
+    let removed = tokio::task::spawn_blocking(move || change(&store))
+        .await
+        .map_err(|e| ApiError::internal(format!("updating the cache did not finish: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     registry.documents.invalidate(name);
     for version in &removed {
         registry.tarballs.remove(name, version);
