@@ -441,6 +441,46 @@ fn a_token_one_instance_issues_works_on_the_others_until_one_revokes_it() {
 }
 
 #[test]
+fn an_id_token_exchanged_on_one_instance_gives_a_token_the_others_honour_once() {
+    use common::github::cast::ALICE;
+    use common::oidc;
+    let s3 = S3Server::start_moto();
+    let gh = common::github::with_cast();
+    let (jwks, _stop) = oidc::issuer();
+    let auth = [
+        ("NMR_AUTH__TYPE", "github"),
+        ("NMR_AUTH__GITHUB__API_URL", gh.url.as_str()),
+        ("NMR_AUTH__GITHUB__OIDC__JWKS_URL", jwks.as_str()),
+    ];
+    let [a, b, c] = [(); 3].map(|()| instance(&s3, &auth));
+    let name = "@acme/widget";
+    let bound =
+        common::publish_with_repository(&a.http_as(ALICE), name, "1.0.0", Some("acme/widget"));
+    assert_eq!(bound.status, 201, "{}", bound.error());
+    let jwt = oidc::sign(&oidc::claims("acme/widget", gh.repo_id("acme/widget")));
+    let exchanged = oidc::exchange(&a, name, &jwt);
+    assert_eq!(exchanged.status, 201, "{}", exchanged.error());
+    let token = exchanged.json()["token"].as_str().unwrap().to_string();
+    // B honours the token A issued: a publish of its package.
+    let published =
+        common::publish_with_repository(&b.http_as(&token), name, "1.1.0", Some("acme/widget"));
+    assert_eq!(published.status, 201, "{}", published.error());
+    // The same ID token through C: its jti was spent on A.
+    let replayed = oidc::exchange(&c, name, &jwt);
+    assert_eq!(replayed.status, 401, "{}", replayed.error());
+    assert!(
+        replayed.error().contains("already exchanged"),
+        "{}",
+        replayed.error()
+    );
+    past_staleness();
+    let doc = c.http_as(ALICE).get(&escape(name), &[]).json();
+    let mut got: Vec<&String> = doc["versions"].as_object().unwrap().keys().collect();
+    got.sort();
+    assert_eq!(got, ["1.0.0", "1.1.0"]);
+}
+
+#[test]
 fn migrate_copies_a_local_registry_into_the_bucket_then_instances_serve_it() {
     let s3 = S3Server::start_moto();
     let env = s3.env(false);

@@ -4,108 +4,23 @@
 //! with its reason and writes nothing; the exchanged token is good for its
 //! one package's reads and publishes only, until it expires.
 //!
-//! A test issuer signs ID tokens with the claims GitHub documents, with the
-//! RSA key in `tests/fixtures/`, and serves its JWKS from a local server.
+//! The test issuer of ID tokens is `tests/common/oidc.rs`.
 
 mod common;
 
 use common::github::cast::*;
 use common::github::{seeded, with_cast as github};
+use common::oidc::*;
 use common::{Npm, Server, escape, snapshot};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-const KEY: &[u8] = include_bytes!("fixtures/oidc-test-key.pem");
 const OTHER_KEY: &[u8] = include_bytes!("fixtures/oidc-other-key.pem");
-const JWKS: &str = include_str!("fixtures/oidc-jwks.json");
-const ISSUER: &str = "https://token.actions.githubusercontent.com";
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// Serves the JWKS at `/.well-known/jwks`; returns its URL.
-fn issuer() -> (String, tokio::sync::oneshot::Sender<()>) {
-    use warp::Filter;
-    let routes = warp::path!(".well-known" / "jwks").map(|| {
-        http::Response::builder()
-            .header("content-type", "application/json")
-            .body(JWKS.to_string())
-            .unwrap()
-    });
-    let (port, stop) = common::serve_in_background(routes, 0);
-    (format!("http://127.0.0.1:{port}/.well-known/jwks"), stop)
-}
-
-/// The claims GitHub puts in an ID token for a push to main of `repo`.
-fn claims(repo: &str, repo_id: u64) -> Value {
-    let owner = repo.split('/').next().unwrap();
-    let t = now();
-    json!({
-        "jti": format!("jti-{}-{}", t, rand_suffix()),
-        "sub": format!("repo:{repo}:ref:refs/heads/main"),
-        "aud": "npm:127.0.0.1",
-        "ref": "refs/heads/main", "sha": "0123456789abcdef0123456789abcdef01234567",
-        "repository": repo, "repository_owner": owner,
-        "repository_owner_id": "90001", "repository_id": repo_id.to_string(),
-        "repository_visibility": "private", "run_id": "1234567890", "run_number": "7", "run_attempt": "1",
-        "actor": "alice", "actor_id": "1000", "event_name": "push", "ref_type": "branch",
-        "workflow": "Release",
-        "workflow_ref": format!("{repo}/.github/workflows/release.yml@refs/heads/main"),
-        "job_workflow_ref": format!("{repo}/.github/workflows/release.yml@refs/heads/main"),
-        "runner_environment": "github-hosted",
-        "iss": ISSUER, "nbf": t - 5, "iat": t - 5, "exp": t + 300,
-    })
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
-}
-
-fn sign(claims: &Value) -> String {
-    sign_with(claims, KEY, "oidc-test-key")
-}
-
-fn sign_with(claims: &Value, key: &[u8], kid: &str) -> String {
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(kid.into());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(key).unwrap()).unwrap()
-}
 
 fn trusted_server(gh: &common::github::FakeGithub, jwks: &str, extra: &[(&str, &str)]) -> Server {
     let mut env = vec![("NMR_AUTH__GITHUB__OIDC__JWKS_URL", jwks)];
     env.extend_from_slice(extra);
     seeded(gh, &env)
-}
-
-fn exchange(server: &Server, package: &str, jwt: &str) -> common::Reply {
-    let path = format!("-/npm/v1/oidc/token/exchange/package/{}", escape(package));
-    post_bearer(server, &path, jwt)
-}
-
-/// `POST path` with no body and `Authorization: Bearer jwt`, as npm sends
-/// the exchange.
-fn post_bearer(server: &Server, path: &str, jwt: &str) -> common::Reply {
-    let response = ureq::post(&server.http().url(path))
-        .header("authorization", &format!("Bearer {jwt}"))
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .send_empty()
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().read_to_vec().unwrap();
-    common::Reply {
-        status,
-        headers,
-        body,
-    }
 }
 
 #[test]

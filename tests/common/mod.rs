@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod github;
+pub mod oidc;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
