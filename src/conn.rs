@@ -1,8 +1,8 @@
 //! Connections: accepting, bounding and timing out TCP connections before
 //! any request reaches the router.
 //!
-//! warp's own `serve` exposes none of hyper's connection settings, so nmr
-//! serves warp's filter through hyper's HTTP/1 connection builder itself:
+//! nmr serves its one service (`http::Service`) through hyper's HTTP/1
+//! connection builder itself, to set what a ready-made `serve` would not:
 //!
 //! - At most `server.max_connections` connections are served at once; the
 //!   accept loop waits for a free slot, so further clients wait in the
@@ -218,7 +218,7 @@ pub fn raise_open_files_limit() -> Result<(u64, u64), String> {
     Ok((limit.rlim_cur, limit.rlim_max))
 }
 
-/// Serves `service` (warp's filter as a service) on `listener` within
+/// Serves `service` (`http::Service`) on `listener` within
 /// `limits` until `shutdown` resolves; then lets busy connections finish.
 pub async fn serve<S>(
     listener: TcpListener,

@@ -1,4 +1,4 @@
-//! The HTTP layer: one warp filter that takes every request, finds its
+//! The HTTP layer: one service ([`Service`]) that takes every request, finds its
 //! [`Route`], authorizes it, reads its body, calls the command in `cmd/`,
 //! renders errors as `{"error": ...}`, and writes one access-log line.
 //!
@@ -26,7 +26,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
-use warp::Filter;
 use warp::reply::Response;
 
 use crate::auth::{Access, Credentials};
@@ -46,20 +45,49 @@ pub const DRAIN_LIMIT: u64 = 64 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// The warp filter serving every route of `registry`.
-pub fn routes(
+/// The service serving every route of `registry` (what `conn.rs` runs on
+/// each connection): each request's method, path, query, headers, peer and
+/// body go straight to [`handle`], with no filter chain in between and no
+/// copy of the headers.
+#[derive(Clone)]
+pub struct Service {
     registry: Arc<Registry>,
-) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
-    warp::any()
-        .map(move || registry.clone())
-        .and(warp::method())
-        .and(warp::path::full())
-        .and(query)
-        .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<Peer>())
-        .and(warp::body::stream())
-        .and_then(handle)
+}
+
+impl Service {
+    /// The service of `registry`.
+    pub fn new(registry: Arc<Registry>) -> Service {
+        Service { registry }
+    }
+}
+
+impl tower_service::Service<http::Request<hyper::body::Incoming>> for Service {
+    type Response = Response;
+    type Error = Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let registry = self.registry.clone();
+        let (parts, body) = request.into_parts();
+        let peer = parts.extensions.get::<Peer>().copied();
+        let body = http_body_util::BodyDataStream::new(body);
+        Box::pin(handle(
+            registry,
+            parts.method,
+            parts.uri,
+            parts.headers,
+            peer,
+            body,
+        ))
+    }
 }
 
 /// How much of a request's body was consumed.
@@ -76,14 +104,14 @@ enum BodyState {
 async fn handle(
     registry: Arc<Registry>,
     method: Method,
-    path: warp::path::FullPath,
-    query: String,
+    uri: http::Uri,
     headers: HeaderMap,
     peer: Option<Peer>,
-    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin,
+    mut body: impl Stream<Item = Result<impl Buf, impl std::fmt::Display>> + Send + Unpin,
 ) -> Result<Response, Infallible> {
     let started = Instant::now();
-    let full_path = path.as_str();
+    let full_path = uri.path();
+    let query = uri.query().unwrap_or_default().to_string();
     let path = registry.strip_prefix(full_path);
     let route = route::parse(&method, path);
     let peer_ip = peer.map_or(std::net::Ipv4Addr::LOCALHOST.into(), |p| p.0.ip());
@@ -131,7 +159,7 @@ async fn serve(
     registry: &Registry,
     request: &Request,
     route: Route,
-    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Send + Unpin),
+    body: &mut (impl Stream<Item = Result<impl Buf, impl std::fmt::Display>> + Send + Unpin),
     state: &mut BodyState,
 ) -> Result<Response, ApiError> {
     let access = authorize(registry, request, &route).await?;
@@ -352,7 +380,9 @@ fn has_body(headers: &HeaderMap) -> bool {
 
 /// Reads what is left of a body, up to [`DRAIN_LIMIT`] bytes within a
 /// second: whether it ended (the connection may then be kept).
-async fn drain(body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin)) -> bool {
+async fn drain(
+    body: &mut (impl Stream<Item = Result<impl Buf, impl std::fmt::Display>> + Unpin),
+) -> bool {
     let mut seen = 0u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
@@ -390,7 +420,7 @@ fn too_slow(timeout: Duration) -> ApiError {
 
 /// The next chunk of `body`, or 408 when none arrives within `timeout`.
 async fn next_chunk<B: Buf>(
-    body: &mut (impl Stream<Item = Result<B, warp::Error>> + Unpin),
+    body: &mut (impl Stream<Item = Result<B, impl std::fmt::Display>> + Unpin),
     timeout: Duration,
 ) -> Result<Option<B>, ApiError> {
     match tokio::time::timeout(timeout, body.next()).await {
@@ -414,7 +444,7 @@ pub const RESERVE_AFTER: usize = 1 << 20;
 /// length reserved at once (sparing a large publish the copies of doubling).
 pub async fn read_body(
     headers: &HeaderMap,
-    mut body: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+    mut body: impl Stream<Item = Result<impl Buf, impl std::fmt::Display>> + Unpin,
     limit: u64,
     timeout: Duration,
 ) -> Result<Bytes, ApiError> {
@@ -448,7 +478,7 @@ pub async fn read_body(
 
 /// Consumes a body of at most `limit` bytes without keeping it.
 async fn discard_body(
-    body: &mut (impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin),
+    body: &mut (impl Stream<Item = Result<impl Buf, impl std::fmt::Display>> + Unpin),
     limit: u64,
     timeout: Duration,
 ) -> Result<(), ApiError> {

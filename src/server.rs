@@ -181,7 +181,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         keep_alive_timeout: Duration::from_secs(server.keep_alive_timeout),
         max_connections: server.max_connections,
     };
-    let service = warp::service(crate::http::routes(registry.clone()));
+    let service = crate::http::Service::new(registry.clone());
     crate::conn::serve(listener, service, limits, shutdown_signal()).await;
 
     log::info!("stopped accepting; closing the metadata store");
