@@ -40,7 +40,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, Method, StatusCode};
@@ -51,7 +51,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{Credentials, TokenHash};
 use crate::config::GithubConfig;
-use crate::limits::{Breaker, Bucket, log_limited};
+use crate::limits::{Breaker, Budgets, log_limited};
 
 mod app;
 
@@ -440,7 +440,6 @@ pub struct GitHub {
     ttl: Duration,
     denied_ttl: Duration,
     timeout: Duration,
-    per_minute: u32,
     /// SHA-256(token) → its user (`None`: token rejected).
     logins: AnswerCache<TokenHash, Option<GithubUser>>,
     /// (SHA-256(token), lowercase owner/repo) → the repo and permissions
@@ -450,7 +449,7 @@ pub struct GitHub {
     /// SHA-256(token) → until when GitHub rate-limits it.
     limited: quick_cache::sync::Cache<TokenHash, Instant>,
     /// Client address → its budget of unknown-token lookups.
-    budgets: quick_cache::sync::Cache<IpAddr, Arc<Mutex<Bucket>>>,
+    budgets: Budgets,
     known: KnownTokens,
     breaker: Mutex<Breaker>,
     in_flight: Semaphore,
@@ -613,11 +612,10 @@ impl GitHub {
             ttl: Duration::from_secs(config.cache_ttl),
             denied_ttl: Duration::from_secs(config.denied_cache_ttl),
             timeout,
-            per_minute: config.max_lookups_per_minute,
             logins: quick_cache::sync::Cache::new(size),
             permissions: quick_cache::sync::Cache::new(size),
             limited: quick_cache::sync::Cache::new(size),
-            budgets: quick_cache::sync::Cache::new(size),
+            budgets: Budgets::new(config.max_lookups_per_minute, size),
             known,
             breaker: Mutex::new(Breaker::default()),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
@@ -753,18 +751,8 @@ impl GitHub {
 
     /// Spends one of `client`'s lookups of unknown tokens.
     fn charge(&self, client: IpAddr) -> Result<(), Refusal> {
-        let now = Instant::now();
-        let bucket = match self.budgets.get(&client) {
-            Some(bucket) => bucket,
-            None => {
-                let bucket = Arc::new(Mutex::new(Bucket::full(self.per_minute, now)));
-                self.budgets.insert(client, bucket.clone());
-                bucket
-            }
-        };
-        let mut bucket = bucket.lock().unwrap_or_else(|p| p.into_inner());
-        bucket
-            .take(self.per_minute, now)
+        self.budgets
+            .take(client, Instant::now())
             .map_err(|wait| Refusal::Throttled {
                 retry_after: seconds(wait),
             })

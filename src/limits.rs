@@ -7,14 +7,16 @@
 //!   exactly one request probes, and the first success closes the circuit.
 //!   GitHub is thus asked about once per second at most while it is down,
 //!   whatever the request rate.
-//! - [`Bucket`]: a token bucket, one per client address, budgeting the GitHub
-//!   lookups of tokens GitHub has not accepted before
-//!   (`auth.github.max_lookups_per_minute`).
+//! - [`Bucket`]: a token bucket; [`Budgets`] keeps one per client address,
+//!   budgeting the GitHub lookups of tokens GitHub has not accepted before
+//!   (`auth.github.max_lookups_per_minute`), web-login starts, and S3
+//!   lookups of unknown packages (`db.s3.lookups_per_minute`).
 //! - [`LogLimiter`]: at most one log line per kind and interval, counting
 //!   what it held back, so a flood of bad requests cannot flood the log.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A circuit breaker: closed (calls go through), or open until an instant,
@@ -99,6 +101,39 @@ impl Bucket {
         } else {
             Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
         }
+    }
+}
+
+/// One [`Bucket`] of `per_minute` per client address, for at most
+/// `capacity` addresses (the least recently used are forgotten, and come
+/// back with a full bucket).
+pub struct Budgets {
+    per_minute: u32,
+    buckets: quick_cache::sync::Cache<IpAddr, Arc<Mutex<Bucket>>>,
+}
+
+impl Budgets {
+    /// Budgets of `per_minute` for up to `capacity` addresses.
+    pub fn new(per_minute: u32, capacity: usize) -> Budgets {
+        Budgets {
+            per_minute,
+            buckets: quick_cache::sync::Cache::new(capacity),
+        }
+    }
+
+    /// Takes one token from `client`'s bucket at `now`; `Err(wait)` when it
+    /// is empty ([`Bucket::take`]).
+    pub fn take(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let bucket = match self.buckets.get(&client) {
+            Some(bucket) => bucket,
+            None => {
+                let bucket = Arc::new(Mutex::new(Bucket::full(self.per_minute, now)));
+                self.buckets.insert(client, bucket.clone());
+                bucket
+            }
+        };
+        let mut bucket = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        bucket.take(self.per_minute, now)
     }
 }
 

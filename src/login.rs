@@ -28,14 +28,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::github::GithubUser;
-use crate::limits::Bucket;
+use crate::limits::Budgets;
 
 /// Seconds a login session lives.
 pub const SESSION_TTL: u64 = 600;
@@ -185,7 +185,7 @@ pub enum Refused {
 /// The logins in progress.
 pub struct Sessions {
     inner: Mutex<Inner>,
-    budgets: quick_cache::sync::Cache<IpAddr, Arc<Mutex<Bucket>>>,
+    budgets: Budgets,
 }
 
 #[derive(Default)]
@@ -243,7 +243,7 @@ impl Default for Sessions {
     fn default() -> Sessions {
         Sessions {
             inner: Mutex::default(),
-            budgets: quick_cache::sync::Cache::new(10_000),
+            budgets: Budgets::new(STARTS_PER_MINUTE, 10_000),
         }
     }
 }
@@ -255,18 +255,8 @@ impl Sessions {
 
     /// Takes one start from `client`'s budget ([`STARTS_PER_MINUTE`]).
     pub fn take_budget(&self, client: IpAddr, instant: Instant) -> Result<(), Refused> {
-        let bucket = match self.budgets.get(&client) {
-            Some(bucket) => bucket,
-            None => {
-                let bucket = Arc::new(Mutex::new(Bucket::full(STARTS_PER_MINUTE, instant)));
-                self.budgets.insert(client, bucket.clone());
-                bucket
-            }
-        };
-        bucket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(STARTS_PER_MINUTE, instant)
+        self.budgets
+            .take(client, instant)
             .map_err(|wait| Refused::Throttled(wait.as_secs().max(1)))
     }
 

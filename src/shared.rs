@@ -157,8 +157,6 @@ pub struct Shared {
     max_staleness: Duration,
     /// Seconds a [`Claim`] holds.
     pub claim_timeout: u64,
-    /// `db.s3.lookups_per_minute` ([`Shared::first_lookup`]).
-    lookups_per_minute: u32,
     /// This process's random id (claims, writers).
     pub instance: String,
     states: quick_cache::sync::Cache<PackageName, Arc<State>>,
@@ -168,8 +166,8 @@ pub struct Shared {
     uploaded: quick_cache::sync::Cache<String, ()>,
     /// Per client address: lookups of packages this instance knows
     /// nothing of ([`Shared::first_lookup`]).
-    budgets:
-        quick_cache::sync::Cache<std::net::IpAddr, Arc<std::sync::Mutex<crate::limits::Bucket>>>,
+    /// (`db.s3.lookups_per_minute`).
+    budgets: crate::limits::Budgets,
 }
 
 /// Manifests a package record carries inline ([`SharedRecord::inline`]).
@@ -231,12 +229,11 @@ impl Shared {
             describe,
             max_staleness: Duration::from_millis(config.max_staleness),
             claim_timeout: config.claim_timeout,
-            lookups_per_minute: config.lookups_per_minute,
             instance: random_id(),
             states: quick_cache::sync::Cache::new(STATES),
             tokens: quick_cache::sync::Cache::new(STATES),
             uploaded: quick_cache::sync::Cache::new(10_000),
-            budgets: quick_cache::sync::Cache::new(10_000),
+            budgets: crate::limits::Budgets::new(config.lookups_per_minute, 10_000),
         }
     }
 
@@ -356,21 +353,8 @@ impl Shared {
         if self.states.get(name).is_some() {
             return Ok(());
         }
-        let now = Instant::now();
-        let bucket = match self.budgets.get(&client) {
-            Some(bucket) => bucket,
-            None => {
-                let bucket = Arc::new(std::sync::Mutex::new(crate::limits::Bucket::full(
-                    self.lookups_per_minute,
-                    now,
-                )));
-                self.budgets.insert(client, bucket.clone());
-                bucket
-            }
-        };
-        let mut bucket = bucket.lock().unwrap_or_else(|p| p.into_inner());
-        bucket
-            .take(self.lookups_per_minute, now)
+        self.budgets
+            .take(client, Instant::now())
             .map_err(|wait| wait.as_secs().max(1))
     }
 

@@ -821,10 +821,10 @@ impl Store {
     pub fn forget(&self, name: &PackageName) -> Result<Vec<Version>, StoreError> {
         let mut batch = WriteBatch::default();
         let mut live = Vec::new();
-        for prefix in ["V", "T", "t"] {
-            let prefix = format!("{prefix}/{name}/");
+        for kind in ["V", "T", "t"] {
+            let prefix = format!("{kind}/{name}/");
             for (key, _) in self.scan(prefix.as_bytes())? {
-                if prefix.starts_with('t') {
+                if kind == "t" {
                     let version = std::str::from_utf8(&key[prefix.len()..])
                         .ok()
                         .and_then(|v| Version::parse(v).ok());
