@@ -16,8 +16,9 @@
 //!   (`server.body_timeout`).
 //! - Buffers grow with the bytes received: hyper reads in small chunks and
 //!   the dispatcher's body buffer grows as data arrives.
-//! - Each request carries its connection's peer address
-//!   ([`crate::http::Peer`]) in its extensions.
+//! - Each connection's service is made for its peer address (the
+//!   `for_peer` argument of [`serve`], `http::Service::for_peer`), so a
+//!   request needs no extensions map to carry it.
 //! - On shutdown, idle connections close at once and busy ones finish their
 //!   request (for at most [`SHUTDOWN_GRACE`]).
 
@@ -35,8 +36,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
-
-use crate::http::Peer;
 
 /// How often a busy connection's socket looks again at its phase.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -74,7 +73,10 @@ impl Phase {
     }
 
     fn enter(&self, phase: u8) {
-        self.since.store(self.now(), Ordering::Relaxed);
+        // A busy connection has no deadline, so it needs no clock reading.
+        if phase != BUSY {
+            self.since.store(self.now(), Ordering::Relaxed);
+        }
         self.phase.store(phase, Ordering::Relaxed);
     }
 }
@@ -218,11 +220,12 @@ pub fn raise_open_files_limit() -> Result<(u64, u64), String> {
     Ok((limit.rlim_cur, limit.rlim_max))
 }
 
-/// Serves `service` (`http::Service`) on `listener` within
-/// `limits` until `shutdown` resolves; then lets busy connections finish.
+/// Serves, on `listener` within `limits` until `shutdown` resolves, each
+/// connection with the service `for_peer` makes for its peer address
+/// (`http::Service::for_peer`); then lets busy connections finish.
 pub async fn serve<S>(
     listener: TcpListener,
-    service: S,
+    for_peer: impl Fn(std::net::SocketAddr) -> S,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) where
@@ -274,10 +277,9 @@ pub async fn serve<S>(
             limits,
             sleep: Box::pin(tokio::time::sleep(limits.header_timeout)),
         };
-        let service = service.clone();
+        let service = for_peer(peer);
         let per_request =
-            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(Peer(peer));
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                 phase.enter(BUSY);
                 let phase = phase.clone();
                 let mut service = service.clone();

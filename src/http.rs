@@ -40,11 +40,6 @@ use crate::route::{self, Op, Route};
 /// connection.
 pub const DRAIN_LIMIT: u64 = 64 * 1024;
 
-/// The peer of a connection, put into each request's extensions by the
-/// connection layer (`conn.rs`).
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
-
 /// The service serving every route of `registry` (what `conn.rs` runs on
 /// each connection): each request's method, path, query, headers, peer and
 /// body go straight to [`handle`], with no filter chain in between and no
@@ -52,12 +47,28 @@ pub struct Peer(pub SocketAddr);
 #[derive(Clone)]
 pub struct Service {
     registry: Arc<Registry>,
+    /// The connection's peer ([`Service::for_peer`]); `None` until the
+    /// connection layer names it.
+    peer: Option<SocketAddr>,
 }
 
 impl Service {
     /// The service of `registry`.
     pub fn new(registry: Arc<Registry>) -> Service {
-        Service { registry }
+        Service {
+            registry,
+            peer: None,
+        }
+    }
+
+    /// This service for one connection from `peer` (what `conn.rs` calls
+    /// per accepted connection): the peer travels with the service, so no
+    /// request needs an extensions map to carry it.
+    pub fn for_peer(&self, peer: SocketAddr) -> Service {
+        Service {
+            registry: self.registry.clone(),
+            peer: Some(peer),
+        }
     }
 }
 
@@ -77,14 +88,13 @@ impl tower_service::Service<http::Request<hyper::body::Incoming>> for Service {
     fn call(&mut self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let registry = self.registry.clone();
         let (parts, body) = request.into_parts();
-        let peer = parts.extensions.get::<Peer>().copied();
         let body = http_body_util::BodyDataStream::new(body);
         Box::pin(handle(
             registry,
             parts.method,
             parts.uri,
             parts.headers,
-            peer,
+            self.peer,
             body,
         ))
     }
@@ -106,7 +116,7 @@ async fn handle(
     method: Method,
     uri: http::Uri,
     headers: HeaderMap,
-    peer: Option<Peer>,
+    peer: Option<SocketAddr>,
     mut body: impl Stream<Item = Result<impl Buf, impl std::fmt::Display>> + Send + Unpin,
 ) -> Result<Response, Infallible> {
     let started = Instant::now();
@@ -114,7 +124,7 @@ async fn handle(
     let query = uri.query().unwrap_or_default().to_string();
     let path = registry.strip_prefix(full_path);
     let route = route::parse(&method, path);
-    let peer_ip = peer.map_or(std::net::Ipv4Addr::LOCALHOST.into(), |p| p.0.ip());
+    let peer_ip = peer.map_or(std::net::Ipv4Addr::LOCALHOST.into(), |p| p.ip());
     let request = Request {
         method: method.clone(),
         path: path.to_string(),
@@ -136,20 +146,21 @@ async fn handle(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
     }
-    let bytes = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("0")
-        .to_string();
-    log::info!(
-        target: "nmr::access",
-        "{} {method} {} {} {bytes}B {:.2}ms",
-        request.client,
-        loggable_path(full_path),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    if log::log_enabled!(target: "nmr::access", log::Level::Info) {
+        let bytes = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("0");
+        log::info!(
+            target: "nmr::access",
+            "{} {method} {} {} {bytes}B {:.2}ms",
+            request.client,
+            loggable_path(full_path),
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
     Ok(response)
 }
 
@@ -165,7 +176,11 @@ async fn serve(
     let access = authorize(registry, request, &route).await?;
     let limit = route.body_limit(registry.config.server.max_body_size);
     let timeout = Duration::from_secs(registry.config.server.body_timeout);
-    let read = if route.discards_body() {
+    // A request with neither Content-Length nor Transfer-Encoding has no
+    // body (RFC 9112 §6.3): nothing to read or time, as for every GET.
+    let read = if !has_body(&request.headers) {
+        Ok(Bytes::new())
+    } else if route.discards_body() {
         discard_body(body, limit, timeout)
             .await
             .map(|()| Bytes::new())

@@ -182,7 +182,13 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         max_connections: server.max_connections,
     };
     let service = crate::http::Service::new(registry.clone());
-    crate::conn::serve(listener, service, limits, shutdown_signal()).await;
+    crate::conn::serve(
+        listener,
+        |peer| service.for_peer(peer),
+        limits,
+        shutdown_signal(),
+    )
+    .await;
 
     log::info!("stopped accepting; closing the metadata store");
     registry
