@@ -38,7 +38,7 @@ impl PackageName {
         if name.trim() != name {
             return bad("must not have leading or trailing spaces");
         }
-        if name.to_lowercase() != name {
+        if name.chars().any(changes_when_lowercased) {
             return bad("must be lowercase");
         }
         let (scope, base, slash) = match name.strip_prefix('@') {
@@ -120,6 +120,16 @@ impl PackageName {
             .strip_prefix('-')?;
         Version::parse(v).ok()
     }
+}
+
+/// Whether lowercasing changes `c` (what `name.to_lowercase() != name`
+/// asks, without building the lowercased copy).
+fn changes_when_lowercased(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_uppercase();
+    }
+    let mut lower = c.to_lowercase();
+    !(lower.next() == Some(c) && lower.next().is_none())
 }
 
 /// Characters allowed in a new package name part: npm requires URL-safe
@@ -228,6 +238,7 @@ mod tests {
             (long.as_str(), "214"),
             ("Widget", "lowercase"),
             ("@Acme/widget", "lowercase"),
+            ("@acme/wÍdget", "lowercase"),
             (".hidden", "start with"),
             ("_private", "start with"),
             ("@acme/.x", "start with"),

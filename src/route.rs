@@ -35,6 +35,8 @@
 //! are validated here; unscoped ones become [`Route::Upstream`], since nmr
 //! only redirects them.
 
+use std::borrow::Cow;
+
 use http::Method;
 use percent_encoding::percent_decode_str;
 
@@ -195,11 +197,9 @@ impl Route {
     }
 }
 
-fn decode(segment: &str) -> Option<String> {
-    percent_decode_str(segment)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
+fn decode(segment: &str) -> Option<Cow<'_, str>> {
+    // Borrowed when there is nothing to decode: most paths, on the hot path.
+    percent_decode_str(segment).decode_utf8().ok()
 }
 
 /// Parses a request: `method` and the raw `path` relative to the registry
@@ -242,7 +242,7 @@ pub fn parse(method: &Method, path: &str) -> Route {
             _ => Route::MethodNotAllowed,
         },
         ["-", "npm", "v1", "tokens", "token", which] => match decode(which) {
-            Some(which) => only(Method::DELETE, Route::RevokeToken(which)),
+            Some(which) => only(Method::DELETE, Route::RevokeToken(which.into_owned())),
             None => Route::NotFound,
         },
         ["-", "npm", "v1", "user"] => match *method {
@@ -285,13 +285,13 @@ fn parse_dist_tags(method: &Method, rest: &[&str]) -> Route {
         (["trust"], Method::GET) => Op::ListTrust,
         (["trust"], Method::POST) => Op::CreateTrust,
         (["trust", id], Method::DELETE) => match decode(id) {
-            Some(id) => Op::RevokeTrust(id),
+            Some(id) => Op::RevokeTrust(id.into_owned()),
             None => return Route::NotFound,
         },
         (["trust"] | ["trust", _], _) => return Route::MethodNotAllowed,
         (["dist-tags"], Method::GET) => Op::DistTags,
         (["dist-tags", tag], m) if m == Method::PUT || m == Method::DELETE => {
-            let Some(tag) = decode(tag) else {
+            let Some(tag) = decode(tag).map(Cow::into_owned) else {
                 return Route::NotFound;
             };
             if m == Method::PUT {
@@ -327,7 +327,7 @@ fn parse_package(method: &Method, segments: &[&str]) -> Route {
             rev: rev.to_string(),
         },
         ([spec], Method::GET) if *spec != "-" && *spec != "-rev" => match decode(spec) {
-            Some(spec) => Op::Version(spec),
+            Some(spec) => Op::Version(spec.into_owned()),
             None => return Route::NotFound,
         },
         ([] | [""] | ["-rev", _] | ["-", _] | ["-", _, "-rev", _], _) => {
@@ -376,7 +376,7 @@ fn split_name<'a>(segments: &'a [&'a str]) -> Result<Option<(PackageName, &'a [&
                 "package name {first:?} must be @scope/name"
             )));
         };
-        (format!("{first}/{second}"), &segments[2..])
+        (Cow::Owned(format!("{first}/{second}")), &segments[2..])
     };
     match PackageName::parse(&raw) {
         Ok(name) => Ok(Some((name, rest))),

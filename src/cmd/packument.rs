@@ -116,7 +116,8 @@ pub async fn get_version(
 }
 
 /// Whether a request header (`Accept`, `Accept-Encoding`) lists `wanted`
-/// without `q=0`.
+/// with a weight above zero (RFC 9110 §12.4.2: `q=0`, `q=0.0`, ... mean
+/// "not acceptable").
 pub fn accepts(headers: &HeaderMap, name: header::HeaderName, wanted: &str) -> bool {
     headers
         .get_all(name)
@@ -126,7 +127,12 @@ pub fn accepts(headers: &HeaderMap, name: header::HeaderName, wanted: &str) -> b
         .any(|item| {
             let mut parts = item.split(';').map(str::trim);
             parts.next().is_some_and(|v| v.eq_ignore_ascii_case(wanted))
-                && !parts.any(|p| p.replace(' ', "") == "q=0")
+                && !parts.any(|p| {
+                    p.split_once('=').is_some_and(|(key, weight)| {
+                        key.trim().eq_ignore_ascii_case("q")
+                            && weight.trim().parse::<f32>().is_ok_and(|q| q == 0.0)
+                    })
+                })
         })
 }
 
@@ -161,11 +167,16 @@ mod tests {
         h.insert(header::ACCEPT_ENCODING, "gzip,deflate".parse().unwrap());
         assert!(accepts(&h, header::ACCEPT, ABBREVIATED));
         assert!(accepts(&h, header::ACCEPT_ENCODING, "gzip"));
-        h.insert(
-            header::ACCEPT_ENCODING,
-            "gzip;q=0, identity".parse().unwrap(),
-        );
-        assert!(!accepts(&h, header::ACCEPT_ENCODING, "gzip"));
+        for refused in [
+            "gzip;q=0, identity",
+            "gzip; q = 0.000",
+            "identity, GZIP;Q=0",
+        ] {
+            h.insert(header::ACCEPT_ENCODING, refused.parse().unwrap());
+            assert!(!accepts(&h, header::ACCEPT_ENCODING, "gzip"), "{refused}");
+        }
+        h.insert(header::ACCEPT_ENCODING, "gzip;q=0.5".parse().unwrap());
+        assert!(accepts(&h, header::ACCEPT_ENCODING, "gzip"));
         h.insert(header::ACCEPT, "application/json".parse().unwrap());
         assert!(!accepts(&h, header::ACCEPT, ABBREVIATED));
     }
