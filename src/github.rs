@@ -357,12 +357,26 @@ where
     Fut: std::future::Future<Output = Result<(V, Duration), Refusal>>,
 {
     // A live answer is a plain lookup; only a miss or an expired answer
-    // takes the single-flight guard.
+    // takes the single-flight guard, in a box of its own: the guard's and
+    // the fetch's state (a GitHub call) would otherwise be part of every
+    // caller's future, and so of every request's, hit or not.
     if let Some(hit) = cache.get(&key)
         && hit.until > Instant::now()
     {
         return Ok(hit.value);
     }
+    Box::pin(fetch_once(cache, key, fetch)).await
+}
+
+/// The miss path of [`cached`]: waits for a concurrent fetch of `key` or
+/// makes the one fetch.
+async fn fetch_once<K, V, F, Fut>(cache: &AnswerCache<K, V>, key: K, fetch: F) -> Result<V, Refusal>
+where
+    K: Eq + std::hash::Hash + Clone,
+    V: Clone,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(V, Duration), Refusal>>,
+{
     loop {
         match cache.get_value_or_guard_async(&key).await {
             Ok(hit) if hit.until > Instant::now() => return Ok(hit.value),
@@ -370,9 +384,7 @@ where
                 cache.remove(&key);
             }
             Err(guard) => {
-                // Boxed: the call's future (an HTTP request to GitHub) is
-                // large, and a hit should not carry its size.
-                let (value, ttl) = Box::pin(fetch()).await?;
+                let (value, ttl) = fetch().await?;
                 let _ = guard.insert(Timed {
                     value: value.clone(),
                     until: Instant::now() + ttl,
@@ -661,14 +673,15 @@ impl GitHub {
                 .call::<GithubUser>(Bearer::of(credentials), Method::GET, "/user", charge)
                 .await?
             {
-                Lookup::Found(user) => Ok((Some(user), self.ttl)),
+                Lookup::Found(user) => {
+                    // Recorded when GitHub says so, not on each cached hit.
+                    self.known.accepted(hash, unix_now());
+                    Ok((Some(user), self.ttl))
+                }
                 _ => Ok((None, self.denied_ttl)),
             }
         })
         .await?;
-        if login.is_some() {
-            self.known.accepted(hash, unix_now());
-        }
         Ok(login)
     }
 
