@@ -134,7 +134,66 @@ async fn handle(
         headers,
     };
     let mut state = BodyState::Unread;
-    let result = serve(&registry, &request, route, &mut body, &mut state).await;
+    // Authorize, read the body, run the command. Written out here rather
+    // than in a function of its own: each nested future is copied whole
+    // into the one that awaits it, on every request.
+    let result = 'serve: {
+        let access = match authorize(&registry, &request, &route).await {
+            Ok(access) => access,
+            Err(e) => break 'serve Err(e),
+        };
+        let limit = route.body_limit(registry.config.server.max_body_size);
+        let timeout = Duration::from_secs(registry.config.server.body_timeout);
+        // A request with neither Content-Length nor Transfer-Encoding has
+        // no body (RFC 9112 §6.3): nothing to read or time, as for every GET.
+        let read = if !has_body(&request.headers) {
+            Ok(Bytes::new())
+        } else if route.discards_body() {
+            discard_body(&mut body, limit, timeout)
+                .await
+                .map(|()| Bytes::new())
+        } else {
+            read_body(&request.headers, &mut body, limit, timeout).await
+        };
+        state = if read.is_ok() {
+            BodyState::Done
+        } else {
+            BodyState::Abandoned
+        };
+        let body = match read {
+            Ok(body) => body,
+            Err(e) => break 'serve Err(e),
+        };
+        // The hot reads (packuments, version manifests, tarballs) are
+        // awaited in place; every other route goes through [`run`] in one
+        // box, so this future, and so every request's, stays small instead
+        // of being as large as the largest command's (a publish's is
+        // kilobytes, and a future is copied whole whenever it moves).
+        match (&route, &access) {
+            (
+                Route::Package {
+                    name,
+                    op: Op::Packument,
+                },
+                Some(_),
+            ) => cmd::packument::get(&registry, &request, name).await,
+            (
+                Route::Package {
+                    name,
+                    op: Op::Version(spec),
+                },
+                Some(_),
+            ) => cmd::packument::get_version(&registry, name, spec).await,
+            (
+                Route::Package {
+                    name,
+                    op: Op::Tarball(file),
+                },
+                Some(_),
+            ) => cmd::tarball::get(&registry, &request, name, file).await,
+            _ => Box::pin(run(&registry, &request, route, access, body)).await,
+        }
+    };
     let mut response = result.unwrap_or_else(error_response);
     if state != BodyState::Done && has_body(&request.headers) {
         // Answered before the body was read: take at most DRAIN_LIMIT of it
@@ -162,37 +221,6 @@ async fn handle(
         );
     }
     Ok(response)
-}
-
-/// Authorizes, reads the body, and runs the command: the path of every
-/// request after routing.
-async fn serve(
-    registry: &Registry,
-    request: &Request,
-    route: Route,
-    body: &mut (impl Stream<Item = Result<impl Buf, impl std::fmt::Display>> + Send + Unpin),
-    state: &mut BodyState,
-) -> Result<Response, ApiError> {
-    let access = authorize(registry, request, &route).await?;
-    let limit = route.body_limit(registry.config.server.max_body_size);
-    let timeout = Duration::from_secs(registry.config.server.body_timeout);
-    // A request with neither Content-Length nor Transfer-Encoding has no
-    // body (RFC 9112 §6.3): nothing to read or time, as for every GET.
-    let read = if !has_body(&request.headers) {
-        Ok(Bytes::new())
-    } else if route.discards_body() {
-        discard_body(body, limit, timeout)
-            .await
-            .map(|()| Bytes::new())
-    } else {
-        read_body(&request.headers, &mut *body, limit, timeout).await
-    };
-    *state = if read.is_ok() {
-        BodyState::Done
-    } else {
-        BodyState::Abandoned
-    };
-    dispatch(registry, request, route, access, read?).await
 }
 
 /// The request's one authorization decision, from the route and headers:
@@ -248,31 +276,7 @@ async fn authorize(
     Ok(Some(access))
 }
 
-/// Runs the route's command. The hot reads (packuments, version
-/// manifests, tarballs) are awaited in place; every other route goes
-/// through [`run`] in one box, so this future, and so every request's,
-/// stays small instead of being as large as the largest command's (a
-/// publish's is kilobytes, and a future is copied whole whenever it
-/// moves).
-async fn dispatch(
-    registry: &Registry,
-    request: &Request,
-    route: Route,
-    access: Option<Access>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    if let (Route::Package { name, op }, Some(_)) = (&route, &access) {
-        match op {
-            Op::Packument => return cmd::packument::get(registry, request, name).await,
-            Op::Version(spec) => return cmd::packument::get_version(registry, name, spec).await,
-            Op::Tarball(file) => return cmd::tarball::get(registry, request, name, file).await,
-            _ => {}
-        }
-    }
-    Box::pin(run(registry, request, route, access, body)).await
-}
-
-/// Runs any route's command (see [`dispatch`], which takes the hot reads
+/// Runs any route's command (see [`handle`], which takes the hot reads
 /// before they get here).
 async fn run(
     registry: &Registry,
