@@ -857,9 +857,119 @@ async fn repo_access(
     Ok(github.access(&user, bearer, repo).await?)
 }
 
+/// How long a read decision is reused ([`ReadGrants`]).
+pub const READ_GRANT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Read decisions just made: (SHA-256 of a GitHub token, package) → until
+/// when, and at which [`crate::documents::Documents::generation`] of the
+/// package, [`Auth::authorize`] allowed reading it. A client installing
+/// asks for the same packuments and tarballs many times a second; each
+/// such request after the first is decided by one lookup here instead of
+/// the binding, the login and the permission lookups and their copies.
+///
+/// What it may reuse, and so what it changes: only a *granted* read of a
+/// packument, version manifest or tarball (the caller checks the route),
+/// with a GitHub token (a registry token's record is read every time, so
+/// revoking one holds at once), at most [`READ_GRANT_TTL`] after the
+/// decision, and only while the package's generation is the one read
+/// before its facts were: a commit to the package (a binding changed, a
+/// version published or removed) ends every grant on it. A refusal is
+/// never kept. So a grant outlives the GitHub answers it rests on by at
+/// most [`READ_GRANT_TTL`], which bounds how much later a lost permission
+/// takes effect (`auth.github.cache_ttl` + 1 s).
+pub struct ReadGrants {
+    grants: quick_cache::sync::Cache<GrantKey, Grant>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct GrantKey {
+    token: TokenHash,
+    package: PackageName,
+}
+
+/// A [`GrantKey`] looked up without copying the name.
+#[derive(Hash)]
+struct GrantRef<'a> {
+    token: &'a TokenHash,
+    package: &'a PackageName,
+}
+
+impl quick_cache::Equivalent<GrantKey> for GrantRef<'_> {
+    fn equivalent(&self, key: &GrantKey) -> bool {
+        *self.token == key.token && *self.package == key.package
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Grant {
+    until: std::time::Instant,
+    generation: u64,
+}
+
+impl ReadGrants {
+    /// Room for `capacity` grants (the least recently used go first).
+    pub fn new(capacity: usize) -> ReadGrants {
+        ReadGrants {
+            grants: quick_cache::sync::Cache::new(capacity.max(1)),
+        }
+    }
+
+    /// Whether reading `package` with `token` was granted before `now`
+    /// minus [`READ_GRANT_TTL`] at `generation` (the package's current one).
+    pub fn holds(
+        &self,
+        token: &TokenHash,
+        package: &PackageName,
+        generation: u64,
+        now: std::time::Instant,
+    ) -> bool {
+        self.grants
+            .get(&GrantRef { token, package })
+            .is_some_and(|g| g.generation == generation && now < g.until)
+    }
+
+    /// Records that reading `package` with `token` was granted at `now`
+    /// from facts read at `generation`.
+    pub fn record(
+        &self,
+        token: TokenHash,
+        package: &PackageName,
+        generation: u64,
+        now: std::time::Instant,
+    ) {
+        self.grants.insert(
+            GrantKey {
+                token,
+                package: package.clone(),
+            },
+            Grant {
+                until: now + READ_GRANT_TTL,
+                generation,
+            },
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_grant_lasts_a_second_and_ends_with_its_generation() {
+        let grants = ReadGrants::new(10);
+        let name = PackageName::parse("@acme/widget").unwrap();
+        let other = PackageName::parse("@acme/other").unwrap();
+        let token = hash_token("ghp_a");
+        let now = std::time::Instant::now();
+        assert!(!grants.holds(&token, &name, 3, now));
+        grants.record(token, &name, 3, now);
+        assert!(grants.holds(&token, &name, 3, now));
+        assert!(grants.holds(&token, &name, 3, now + READ_GRANT_TTL / 2));
+        assert!(!grants.holds(&token, &name, 3, now + READ_GRANT_TTL));
+        assert!(!grants.holds(&token, &name, 4, now), "a commit since");
+        assert!(!grants.holds(&hash_token("ghp_b"), &name, 3, now));
+        assert!(!grants.holds(&token, &other, 3, now));
+    }
 
     fn headers(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

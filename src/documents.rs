@@ -27,6 +27,7 @@
 //! URL this process runs with.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -412,6 +413,16 @@ fn return_freed_memory() {
     }
 }
 
+/// One lock stripe's invalidation count: bumped, and compared before a
+/// render or binding read is cached, under `lock`, so an answer read
+/// before an invalidation is never cached after it; read alone without it
+/// ([`Documents::generation`]).
+#[derive(Default)]
+struct Stripe {
+    lock: Mutex<()>,
+    generation: AtomicU64,
+}
+
 /// The cache of served documents and bindings.
 pub struct Documents {
     /// One shard, so one document may take the whole budget (quick_cache
@@ -420,7 +431,7 @@ pub struct Documents {
     /// takes the shard's lock for reading only.
     documents: quick_cache::sync::Cache<DocKey, Entry, ByBytes>,
     bindings: quick_cache::sync::Cache<PackageName, Option<Repo>>,
-    generations: Vec<Mutex<u64>>,
+    generations: Vec<Stripe>,
     public_url: String,
     store: Arc<Store>,
 }
@@ -443,18 +454,22 @@ impl Documents {
                 Default::default(),
             ),
             bindings: quick_cache::sync::Cache::new(100_000),
-            generations: (0..LOCK_STRIPES).map(|_| Mutex::new(0)).collect(),
+            generations: (0..LOCK_STRIPES).map(|_| Stripe::default()).collect(),
             public_url: public_url.to_string(),
             store,
         }
     }
 
-    fn stripe(&self, name: &PackageName) -> &Mutex<u64> {
+    fn stripe(&self, name: &PackageName) -> &Stripe {
         &self.generations[crate::store::stripe(name)]
     }
 
-    fn generation(&self, name: &PackageName) -> u64 {
-        *self.stripe(name).lock().unwrap_or_else(|p| p.into_inner())
+    /// How many times what is cached of `name` (and of the packages
+    /// sharing its lock stripe) has been invalidated: a value read before
+    /// reading any of its facts, still current afterwards, means none of
+    /// them changed in between. One atomic load, no lock.
+    pub fn generation(&self, name: &PackageName) -> u64 {
+        self.stripe(name).generation.load(Ordering::Acquire)
     }
 
     /// `variant` of `name`'s packument, `None` when it has no live version.
@@ -504,11 +519,12 @@ impl Documents {
         .await
         .map_err(|e| ApiError::internal(format!("rendering did not finish: {e}")))?
         .map_err(ApiError::internal)?;
-        let stripe = self.stripe(name).lock().unwrap_or_else(|p| p.into_inner());
-        if *stripe == generation {
+        let stripe = self.stripe(name);
+        let held = stripe.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if stripe.generation.load(Ordering::Acquire) == generation {
             let _ = guard.insert(entry.clone());
         }
-        drop(stripe);
+        drop(held);
         Ok(entry)
     }
 
@@ -523,8 +539,9 @@ impl Documents {
             .store
             .binding(name)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        let stripe = self.stripe(name).lock().unwrap_or_else(|p| p.into_inner());
-        if *stripe == generation {
+        let stripe = self.stripe(name);
+        let _held = stripe.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if stripe.generation.load(Ordering::Acquire) == generation {
             self.bindings.insert(name.clone(), found.clone());
         }
         Ok(found)
@@ -533,8 +550,9 @@ impl Documents {
     /// Forgets what is cached of `name`: called after every committed
     /// change to it.
     pub fn invalidate(&self, name: &PackageName) {
-        let mut stripe = self.stripe(name).lock().unwrap_or_else(|p| p.into_inner());
-        *stripe += 1;
+        let stripe = self.stripe(name);
+        let _held = stripe.lock.lock().unwrap_or_else(|p| p.into_inner());
+        stripe.generation.fetch_add(1, Ordering::AcqRel);
         for variant in [Variant::Full, Variant::Abbreviated] {
             self.documents.remove(&DocRef { name, variant });
         }

@@ -169,29 +169,30 @@ async fn handle(
         // box, so this future, and so every request's, stays small instead
         // of being as large as the largest command's (a publish's is
         // kilobytes, and a future is copied whole whenever it moves).
-        match (&route, &access) {
+        let authorized = matches!(access, Authorized::Read | Authorized::Access(_));
+        match (&route, authorized) {
             (
                 Route::Package {
                     name,
                     op: Op::Packument,
                 },
-                Some(_),
+                true,
             ) => cmd::packument::get(&registry, &request, name).await,
             (
                 Route::Package {
                     name,
                     op: Op::Version(spec),
                 },
-                Some(_),
+                true,
             ) => cmd::packument::get_version(&registry, name, spec).await,
             (
                 Route::Package {
                     name,
                     op: Op::Tarball(file),
                 },
-                Some(_),
+                true,
             ) => cmd::tarball::get(&registry, &request, name, file).await,
-            _ => Box::pin(run(&registry, &request, route, access, body)).await,
+            _ => Box::pin(run(&registry, &request, route, access.into_access(), body)).await,
         }
     };
     let mut response = result.unwrap_or_else(error_response);
@@ -233,14 +234,14 @@ async fn authorize(
     registry: &Registry,
     request: &Request,
     route: &Route,
-) -> Result<Option<Access>, ApiError> {
+) -> Result<Authorized, ApiError> {
     if route.needs_user() {
         let registry_token = cmd::registry_token(registry, request).await?;
         let (identity, token) = registry
             .auth
             .identify(&request.credentials, request.client, registry_token)
             .await?;
-        return Ok(Some(Access {
+        return Ok(Authorized::Access(Access {
             identity,
             binding: None,
             found: None,
@@ -249,11 +250,22 @@ async fn authorize(
         }));
     }
     let Some((name, action)) = route.package() else {
-        return Ok(None);
+        return Ok(Authorized::Nothing);
     };
     // Under db.type = "s3", the cache of this package is revalidated
     // first when older than db.s3.max_staleness (a no-op otherwise).
     cmd::sync::fresh(registry, name, request.client).await?;
+    // Read before any fact about the package, so a grant recorded below
+    // rests on facts no commit changed since (auth::ReadGrants).
+    let generation = registry.documents.generation(name);
+    let grantable = grantable_read(registry, request, route);
+    if let Some(token) = &grantable
+        && registry
+            .read_grants
+            .holds(token, name, generation, std::time::Instant::now())
+    {
+        return Ok(Authorized::Read);
+    }
     let binding = match registry.auth {
         crate::auth::Auth::None => None,
         crate::auth::Auth::Github(_) => cmd::binding(registry, name)?,
@@ -272,8 +284,62 @@ async fn authorize(
         .await?;
     if let Some(repo) = &access.rebind {
         cmd::rebind(registry, name, access.binding.as_ref(), repo).await?;
+    } else if let Some(token) = grantable {
+        registry
+            .read_grants
+            .record(token, name, generation, std::time::Instant::now());
     }
-    Ok(Some(access))
+    Ok(Authorized::Access(access))
+}
+
+/// What [`authorize`] decided for a request that it let through.
+// Held once per request in place, like the `Option<Access>` it replaced:
+// boxing the large variant would cost an allocation on every request.
+#[allow(clippy::large_enum_variant)]
+enum Authorized {
+    /// The route is not about one package or user: its command decides.
+    Nothing,
+    /// A hot read that a read decision of the last second allows
+    /// ([`crate::auth::ReadGrants`]); only [`grantable_read`] routes.
+    Read,
+    /// This request's facts and decision.
+    Access(Access),
+}
+
+impl Authorized {
+    /// The facts the commands of [`run`] take (a [`Authorized::Read`]
+    /// never reaches it: only hot reads are granted).
+    fn into_access(self) -> Option<Access> {
+        match self {
+            Authorized::Access(access) => Some(access),
+            Authorized::Nothing | Authorized::Read => None,
+        }
+    }
+}
+
+/// The token hash under which this request's read may be granted and
+/// reused ([`crate::auth::ReadGrants`]): a packument, version manifest or
+/// tarball GET under GitHub authorization, with a GitHub token. `None` for
+/// anything else, including registry tokens, whose record is read on
+/// every request so that revoking one takes effect at once.
+fn grantable_read(
+    registry: &Registry,
+    request: &Request,
+    route: &Route,
+) -> Option<crate::auth::TokenHash> {
+    let hot = matches!(
+        route,
+        Route::Package {
+            op: Op::Packument | Op::Version(_) | Op::Tarball(_),
+            ..
+        }
+    ) && matches!(route.package(), Some((_, crate::auth::Action::Read)));
+    let Ok(Some(credentials)) = &request.credentials else {
+        return None;
+    };
+    (hot && registry.auth.github().is_some()
+        && !crate::tokens::is_registry_token(credentials.token()))
+    .then(|| credentials.hash())
 }
 
 /// Runs any route's command (see [`handle`], which takes the hot reads

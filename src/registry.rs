@@ -39,6 +39,9 @@ pub struct Registry {
     /// Registry token hash → when its use was last recorded (Unix
     /// seconds), so a busy token writes at most once a minute.
     pub token_uses: quick_cache::sync::Cache<crate::auth::TokenHash, u64>,
+    /// Read decisions just made, reused for a second
+    /// ([`crate::auth::ReadGrants`]); `auth.github.cache_size` entries.
+    pub read_grants: crate::auth::ReadGrants,
     /// Under `db.type = "s3"`, the bucket that holds the metadata's truth
     /// (`src/shared.rs`); `None` under `local`.
     pub shared: Option<Arc<crate::shared::Shared>>,

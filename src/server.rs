@@ -113,6 +113,7 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
         ),
         _ => None,
     };
+    let read_grants = config.auth.github.cache_size;
     Ok(Registry {
         config,
         store,
@@ -127,6 +128,7 @@ pub async fn build(config: Config, bound: SocketAddr) -> Result<Registry, Startu
         oidc,
         sessions: crate::login::Sessions::default(),
         token_uses: quick_cache::sync::Cache::new(100_000),
+        read_grants: crate::auth::ReadGrants::new(read_grants),
         shared,
     })
 }

@@ -143,11 +143,17 @@ fn the_binding_moves_only_for_an_admin_who_can_push_to_the_new_repo() {
         "{}",
         reply.error()
     );
+    // widget's read-only carol reads it, and a read of hers is then reused
+    // for a second (auth::ReadGrants)...
+    assert_eq!(server.http_as(CAROL).get(&escape(name), &[]).status, 200);
     // alice is admin of acme/widget and can push to acme/gadget: the binding moves.
     assert_eq!(
         publish_with_repository(&alice, name, "1.1.0", Some("github:acme/gadget")).status,
         201
     );
+    // ...but not past the commit that moved the binding: at once, carol
+    // cannot read it.
+    assert_eq!(server.http_as(CAROL).get(&escape(name), &[]).status, 404);
     // Now gadget's pushers publish, and widget's read-only carol no longer reads it.
     assert_eq!(
         publish_with_repository(&bob, name, "1.2.0", Some("acme/gadget")).status,
