@@ -365,34 +365,27 @@ where
     {
         return Ok(hit.value);
     }
-    Box::pin(fetch_once(cache, key, fetch)).await
-}
-
-/// The miss path of [`cached`]: waits for a concurrent fetch of `key` or
-/// makes the one fetch.
-async fn fetch_once<K, V, F, Fut>(cache: &AnswerCache<K, V>, key: K, fetch: F) -> Result<V, Refusal>
-where
-    K: Eq + std::hash::Hash + Clone,
-    V: Clone,
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<(V, Duration), Refusal>>,
-{
-    loop {
-        match cache.get_value_or_guard_async(&key).await {
-            Ok(hit) if hit.until > Instant::now() => return Ok(hit.value),
-            Ok(_) => {
-                cache.remove(&key);
-            }
-            Err(guard) => {
-                let (value, ttl) = fetch().await?;
-                let _ = guard.insert(Timed {
-                    value: value.clone(),
-                    until: Instant::now() + ttl,
-                });
-                return Ok(value);
+    // The miss path: wait for a concurrent fetch of `key` or make the one
+    // fetch.
+    Box::pin(async move {
+        loop {
+            match cache.get_value_or_guard_async(&key).await {
+                Ok(hit) if hit.until > Instant::now() => return Ok(hit.value),
+                Ok(_) => {
+                    cache.remove(&key);
+                }
+                Err(guard) => {
+                    let (value, ttl) = fetch().await?;
+                    let _ = guard.insert(Timed {
+                        value: value.clone(),
+                        until: Instant::now() + ttl,
+                    });
+                    return Ok(value);
+                }
             }
         }
-    }
+    })
+    .await
 }
 
 /// At most this many GitHub calls are under way at once.
