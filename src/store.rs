@@ -653,14 +653,7 @@ impl Store {
 
     /// Whether `name` has a live version (a `t/` key): one seek.
     fn has_live_versions(&self, name: &PackageName) -> Result<bool, StoreError> {
-        let prefix = format!("t/{name}/");
-        self.with_db(|db| {
-            let mut it = db.new_iter()?;
-            it.seek(prefix.as_bytes());
-            Ok(it
-                .current()
-                .is_some_and(|(k, _)| k.starts_with(prefix.as_bytes())))
-        })
+        self.holds_prefix(format!("t/{name}/").as_bytes())
     }
 
     /// Commits the publish of `version`: `doc` is what `packument::publish`
