@@ -164,11 +164,12 @@ async fn handle(
             Ok(body) => body,
             Err(e) => break 'serve Err(e),
         };
-        // The hot reads (packuments, version manifests, tarballs) are
-        // awaited in place; every other route goes through [`run`] in one
-        // box, so this future, and so every request's, stays small instead
-        // of being as large as the largest command's (a publish's is
-        // kilobytes, and a future is copied whole whenever it moves).
+        // The hot reads (`Op::is_hot_read`: packuments, version manifests,
+        // tarballs) are awaited in place; every other route goes through
+        // [`run`] in one box, so this future, and so every request's, stays
+        // small instead of being as large as the largest command's (a
+        // publish's is kilobytes, and a future is copied whole whenever it
+        // moves).
         let authorized = matches!(access, Authorized::Read | Authorized::Access(_));
         match (&route, authorized) {
             (
@@ -327,13 +328,7 @@ fn grantable_read(
     request: &Request,
     route: &Route,
 ) -> Option<crate::auth::TokenHash> {
-    let hot = matches!(
-        route,
-        Route::Package {
-            op: Op::Packument | Op::Version(_) | Op::Tarball(_),
-            ..
-        }
-    ) && matches!(route.package(), Some((_, crate::auth::Action::Read)));
+    let hot = matches!(route, Route::Package { op, .. } if op.is_hot_read());
     let Ok(Some(credentials)) = &request.credentials else {
         return None;
     };

@@ -136,6 +136,14 @@ pub enum Op {
 
 impl Op {
     /// The action the route is authorized for.
+    /// Whether this is one of the hot reads (packument, version manifest,
+    /// tarball): the routes `http::handle` serves in place and whose
+    /// granted reads `auth::ReadGrants` may reuse. Each is an
+    /// [`Action::Read`].
+    pub fn is_hot_read(&self) -> bool {
+        matches!(self, Op::Packument | Op::Version(_) | Op::Tarball(_))
+    }
+
     pub fn action(&self) -> Action {
         match self {
             Op::Packument | Op::Version(_) | Op::Tarball(_) | Op::DistTags | Op::Visibility => {
@@ -387,6 +395,19 @@ fn split_name<'a>(segments: &'a [&'a str]) -> Result<Option<(PackageName, &'a [&
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hot_reads_are_reads() {
+        for op in [
+            Op::Packument,
+            Op::Version("1.0.0".into()),
+            Op::Tarball("x-1.0.0.tgz".into()),
+        ] {
+            assert!(op.is_hot_read());
+            assert_eq!(op.action(), Action::Read, "{op:?}");
+        }
+        assert!(!Op::DistTags.is_hot_read());
+    }
 
     fn pkg(name: &str, op: Op) -> Route {
         Route::Package {
