@@ -124,14 +124,13 @@ impl Budgets {
     /// Takes one token from `client`'s bucket at `now`; `Err(wait)` when it
     /// is empty ([`Bucket::take`]).
     pub fn take(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let bucket = match self.buckets.get(&client) {
-            Some(bucket) => bucket,
-            None => {
-                let bucket = Arc::new(Mutex::new(Bucket::full(self.per_minute, now)));
-                self.buckets.insert(client, bucket.clone());
-                bucket
-            }
-        };
+        // One bucket per address even when its first requests race.
+        let Ok(bucket) = self.buckets.get_or_insert_with(&client, || {
+            Ok::<_, std::convert::Infallible>(Arc::new(Mutex::new(Bucket::full(
+                self.per_minute,
+                now,
+            ))))
+        });
         let mut bucket = bucket.lock().unwrap_or_else(|p| p.into_inner());
         bucket.take(self.per_minute, now)
     }
@@ -233,6 +232,20 @@ mod tests {
         // Never more than a minute's worth.
         assert!(b.take(120, t0 + Duration::from_secs(3600)).is_ok());
         assert_eq!(b.tokens.floor(), 119.0);
+    }
+
+    #[test]
+    fn budgets_keep_one_bucket_per_address() {
+        let budgets = Budgets::new(2, 10);
+        let t0 = Instant::now();
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(budgets.take(a, t0).is_ok());
+        assert!(budgets.take(a, t0).is_ok());
+        assert!(
+            budgets.take(a, t0).is_err(),
+            "two takes empty a bucket of two"
+        );
+        assert!(budgets.take(b, t0).is_ok(), "another address has its own");
     }
 
     #[test]

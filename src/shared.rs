@@ -165,8 +165,7 @@ pub struct Shared {
     /// worth uploading twice).
     uploaded: quick_cache::sync::Cache<String, ()>,
     /// Per client address: lookups of packages this instance knows
-    /// nothing of ([`Shared::first_lookup`]).
-    /// (`db.s3.lookups_per_minute`).
+    /// nothing of ([`Shared::first_lookup`]), `db.s3.lookups_per_minute`.
     budgets: crate::limits::Budgets,
 }
 
