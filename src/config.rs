@@ -50,10 +50,17 @@ pub struct ServerConfig {
     pub keep_alive_timeout: u64,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Threads that serve connections, each a single-threaded runtime
+    /// (`src/workers.rs`); 0: one per CPU the process may use.
+    pub workers: usize,
     /// Reverse proxies (CIDRs, e.g. `10.0.0.0/8`, or single addresses) whose
     /// `X-Forwarded-For` is believed when telling the client's address.
     pub trusted_proxies: Vec<String>,
 }
+
+/// The most `server.workers` threads: beyond the cores of any machine nmr
+/// runs on, more threads only add switching.
+pub const MAX_WORKERS: usize = 256;
 
 /// Which authorization model decides who may do what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -448,6 +455,11 @@ impl Config {
                 "server.max_connections and auth.github.cache_size: must be above 0".into(),
             ));
         }
+        if self.server.workers > MAX_WORKERS {
+            return Err(ConfigError(format!(
+                "server.workers: at most {MAX_WORKERS} threads (0: one per CPU core)"
+            )));
+        }
         self.trusted_proxies()?;
         if self.server.max_body_size == 0 {
             return Err(ConfigError("server.max_body_size: must be above 0".into()));
@@ -558,6 +570,7 @@ mod tests {
         assert_eq!(c.server.body_timeout, 30);
         assert_eq!(c.server.keep_alive_timeout, 75);
         assert_eq!(c.server.max_connections, 4096);
+        assert_eq!(c.server.workers, 0);
         assert!(c.server.trusted_proxies.is_empty());
         assert_eq!(c.auth.github.cache_size, 100_000);
         assert_eq!(c.auth.github.max_lookups_per_minute, 120);
@@ -656,6 +669,8 @@ mod tests {
         assert!(e.to_string().contains("auth.github.api_url"), "{e}");
         let e = Config::load_with_env(None, env(&[("NMR_UPSTREAM__URL", "ftp://x")])).unwrap_err();
         assert!(e.to_string().contains("upstream.url"), "{e}");
+        let e = Config::load_with_env(None, env(&[("NMR_SERVER__WORKERS", "100000")])).unwrap_err();
+        assert!(e.to_string().contains("server.workers"), "{e}");
     }
 
     #[test]

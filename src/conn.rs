@@ -37,6 +37,8 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use crate::workers::Workers;
+
 /// How often a busy connection's socket looks again at its phase.
 const RECHECK: Duration = Duration::from_secs(1);
 
@@ -220,11 +222,56 @@ pub fn raise_open_files_limit() -> Result<(u64, u64), String> {
     Ok((limit.rlim_cur, limit.rlim_max))
 }
 
+/// One connection: `stream` served by hyper's HTTP/1 `http` builder with
+/// `service`, within the timeouts of `limits` ([`TimedIo`]).
+fn connection<S>(
+    http: &hyper::server::conn::http1::Builder,
+    stream: tokio::net::TcpStream,
+    limits: Limits,
+    service: S,
+) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error>
+where
+    S: Service<
+            http::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let phase = Arc::new(Phase {
+        phase: AtomicU8::new(HEAD),
+        since: AtomicU64::new(0),
+        epoch: Instant::now(),
+    });
+    let io = TimedIo {
+        inner: stream,
+        phase: phase.clone(),
+        limits,
+        sleep: Box::pin(tokio::time::sleep(limits.header_timeout)),
+    };
+    let per_request =
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            phase.enter(BUSY);
+            let phase = phase.clone();
+            let mut service = service.clone();
+            async move {
+                let response = service.call(request).await;
+                phase.enter(IDLE);
+                response
+            }
+        });
+    http.serve_connection(TokioIo::new(io), per_request)
+}
+
 /// Serves, on `listener` within `limits` until `shutdown` resolves, each
-/// connection with the service `for_peer` makes for its peer address
-/// (`http::Service::for_peer`); then lets busy connections finish.
+/// connection on one of `workers` with the service `for_peer` makes for its
+/// peer address (`http::Service::for_peer`); then lets busy connections
+/// finish.
 pub async fn serve<S>(
     listener: TcpListener,
+    workers: &Workers,
     for_peer: impl Fn(std::net::SocketAddr) -> S,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
@@ -266,34 +313,19 @@ pub async fn serve<S>(
             },
             () = &mut shutdown => break,
         };
-        let phase = Arc::new(Phase {
-            phase: AtomicU8::new(HEAD),
-            since: AtomicU64::new(0),
-            epoch: Instant::now(),
-        });
-        let io = TimedIo {
-            inner: stream,
-            phase: phase.clone(),
-            limits,
-            sleep: Box::pin(tokio::time::sleep(limits.header_timeout)),
+        // The socket leaves the accept loop's driver for its worker's.
+        let Ok(stream) = stream.into_std() else {
+            continue;
         };
+        let watcher = graceful.watcher();
         let service = for_peer(peer);
-        let per_request =
-            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                phase.enter(BUSY);
-                let phase = phase.clone();
-                let mut service = service.clone();
-                async move {
-                    let response = service.call(request).await;
-                    phase.enter(IDLE);
-                    response
+        let http = http.clone();
+        workers.spawn(move || async move {
+            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+                let connection = connection(&http, stream, limits, service);
+                if let Err(e) = watcher.watch(connection).await {
+                    log::debug!("connection from {peer} ended: {e}");
                 }
-            });
-        let connection = http.serve_connection(TokioIo::new(io), per_request);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                log::debug!("connection from {peer} ended: {e}");
             }
             drop(slot);
         });

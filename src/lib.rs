@@ -28,3 +28,4 @@ pub mod storage;
 pub mod store;
 pub mod tokens;
 pub mod verify;
+pub mod workers;

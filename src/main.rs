@@ -67,7 +67,10 @@ fn main() -> ExitCode {
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| log_filter(&config.logger.level));
     env_logger::Builder::new().parse_filters(&filter).init();
 
-    // Blocking threads serve file reads; a bound keeps memory flat under load.
+    // This runtime runs startup, the accept loop, background tasks and
+    // `nmr migrate`; connections are served on the worker threads
+    // (src/workers.rs), each with its own runtime and blocking pool. A
+    // bound on blocking threads keeps memory flat under load.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(32)

@@ -144,6 +144,10 @@ pub fn public_host(url: &str) -> String {
     authority.split(':').next().unwrap_or(authority).to_string()
 }
 
+/// Blocking threads per worker (`spawn_blocking`: file reads, LevelDB
+/// misses, publish parsing); a bound keeps memory flat under load.
+const BLOCKING_THREADS: usize = 16;
+
 /// Runs nmr with `config` until SIGINT or SIGTERM. Prints
 /// `nmr listening on http://ADDR (public URL URL)` on stdout once ready.
 pub async fn run(config: Config) -> Result<(), StartupError> {
@@ -183,14 +187,26 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         keep_alive_timeout: Duration::from_secs(server.keep_alive_timeout),
         max_connections: server.max_connections,
     };
+    let workers =
+        crate::workers::Workers::start(server.workers, BLOCKING_THREADS).map_err(|e| {
+            StartupError(format!(
+                "server.workers: cannot start the worker threads: {e}"
+            ))
+        })?;
+    log::info!("serving connections on {} worker threads", workers.len());
     let service = crate::http::Service::new(registry.clone());
     crate::conn::serve(
         listener,
+        &workers,
         |peer| service.for_peer(peer),
         limits,
         shutdown_signal(),
     )
     .await;
+    // Connections have finished (or had their grace): what the workers
+    // still run is cancelled, and their blocking tasks (store writes among
+    // them) return before the store closes.
+    workers.stop();
 
     log::info!("stopped accepting; closing the metadata store");
     registry
