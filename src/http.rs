@@ -237,25 +237,16 @@ async fn authorize(
     route: &Route,
 ) -> Result<Authorized, ApiError> {
     if route.needs_user() {
-        let registry_token = cmd::registry_token(registry, request).await?;
-        let (identity, token) = registry
-            .auth
-            .identify(&request.credentials, request.client, registry_token)
-            .await?;
-        return Ok(Authorized::Access(Access {
-            identity,
-            binding: None,
-            found: None,
-            rebind: None,
-            token,
-        }));
+        return Box::pin(identify(registry, request)).await;
     }
     let Some((name, action)) = route.package() else {
         return Ok(Authorized::Nothing);
     };
     // Under db.type = "s3", the cache of this package is revalidated
     // first when older than db.s3.max_staleness (a no-op otherwise).
-    cmd::sync::fresh(registry, name, request.client).await?;
+    if registry.shared.is_some() {
+        Box::pin(cmd::sync::fresh(registry, name, request.client)).await?;
+    }
     // Read before any fact about the package, so a grant recorded below
     // rests on facts no commit changed since (auth::ReadGrants).
     let generation = registry.documents.generation(name);
@@ -267,6 +258,41 @@ async fn authorize(
     {
         return Ok(Authorized::Read);
     }
+    // The facts and the decision, in a box: their future is kilobytes,
+    // and every request's future would otherwise be as large.
+    Box::pin(decide(
+        registry, request, name, action, generation, grantable,
+    ))
+    .await
+}
+
+/// Who the caller of a user's route is ([`Route::needs_user`]).
+async fn identify(registry: &Registry, request: &Request) -> Result<Authorized, ApiError> {
+    let registry_token = cmd::registry_token(registry, request).await?;
+    let (identity, token) = registry
+        .auth
+        .identify(&request.credentials, request.client, registry_token)
+        .await?;
+    Ok(Authorized::Access(Access {
+        identity,
+        binding: None,
+        found: None,
+        rebind: None,
+        token,
+    }))
+}
+
+/// [`authorize`]'s decision for `action` on `name` from the facts: the
+/// binding, the caller's registry token record, `Auth::authorize`; then a
+/// rebind, or a grant recorded at `generation` for a `grantable` read.
+async fn decide(
+    registry: &Registry,
+    request: &Request,
+    name: &crate::name::PackageName,
+    action: crate::auth::Action,
+    generation: u64,
+    grantable: Option<crate::auth::TokenHash>,
+) -> Result<Authorized, ApiError> {
     let binding = match registry.auth {
         crate::auth::Auth::None => None,
         crate::auth::Auth::Github(_) => cmd::binding(registry, name)?,

@@ -28,48 +28,76 @@ impl PackageName {
     /// Errors are sentences a user can act on, e.g. `package name "@Acme/x"
     /// must be lowercase`.
     pub fn parse(name: &str) -> Result<PackageName, String> {
-        let bad = |why: &str| Err(format!("package name {name:?} {why}"));
-        if name.is_empty() {
-            return bad("must not be empty");
-        }
-        if name.len() > MAX_NAME_LENGTH {
-            return bad("must be at most 214 characters");
-        }
-        if name.trim() != name {
-            return bad("must not have leading or trailing spaces");
-        }
-        if name.chars().any(changes_when_lowercased) {
-            return bad("must be lowercase");
-        }
-        let (scope, base, slash) = match name.strip_prefix('@') {
-            Some(rest) => match rest.split_once('/') {
-                Some((scope, base)) => (Some(scope), base, Some(scope.len() + 1)),
-                None => return bad("must be @scope/name when it starts with @"),
-            },
-            None => (None, name, None),
-        };
-        for part in scope.iter().chain(std::iter::once(&base)) {
-            if part.is_empty() {
-                return bad("has an empty scope or name part");
-            }
-            if part.starts_with('.') || part.starts_with('_') {
-                return bad("must not start with . or _");
-            }
-            if let Some(c) = part.chars().find(|c| !is_name_char(*c)) {
-                return bad(&format!(
-                    "contains {c:?}: only a-z, 0-9, '-', '.' and '_' are allowed"
-                ));
-            }
-        }
-        if scope.is_none() && (name == "node_modules" || name == "favicon.ico") {
-            return bad("is reserved");
-        }
+        let slash = Self::validate(name)?;
         Ok(PackageName {
             full: name.to_string(),
             slash,
         })
     }
 
+    /// [`PackageName::parse`] of a name already in a `String` (one decoded
+    /// from a request path), kept without a copy.
+    pub fn parse_owned(name: String) -> Result<PackageName, String> {
+        let slash = Self::validate(&name)?;
+        Ok(PackageName { full: name, slash })
+    }
+
+    /// Checks `name` by npm's rules; returns the byte index of the `/` of a
+    /// scoped name.
+    fn validate(name: &str) -> Result<Option<usize>, String> {
+        // The names nmr serves are plain ASCII in the allowed set: one pass
+        // over the bytes settles them. Anything else takes the rules below
+        // one by one, for a precise message.
+        match plainly_valid(name) {
+            Some(slash) => Ok(slash),
+            None => check_each_rule(name),
+        }
+    }
+}
+
+/// [`PackageName::parse`]'s rules one at a time, each failure its own
+/// message; returns the byte index of a scoped name's `/`.
+fn check_each_rule(name: &str) -> Result<Option<usize>, String> {
+    let bad = |why: &str| Err(format!("package name {name:?} {why}"));
+    if name.is_empty() {
+        return bad("must not be empty");
+    }
+    if name.len() > MAX_NAME_LENGTH {
+        return bad("must be at most 214 characters");
+    }
+    if name.trim() != name {
+        return bad("must not have leading or trailing spaces");
+    }
+    if name.chars().any(changes_when_lowercased) {
+        return bad("must be lowercase");
+    }
+    let (scope, base, slash) = match name.strip_prefix('@') {
+        Some(rest) => match rest.split_once('/') {
+            Some((scope, base)) => (Some(scope), base, Some(scope.len() + 1)),
+            None => return bad("must be @scope/name when it starts with @"),
+        },
+        None => (None, name, None),
+    };
+    for part in scope.iter().chain(std::iter::once(&base)) {
+        if part.is_empty() {
+            return bad("has an empty scope or name part");
+        }
+        if part.starts_with('.') || part.starts_with('_') {
+            return bad("must not start with . or _");
+        }
+        if let Some(c) = part.chars().find(|c| !is_name_char(*c)) {
+            return bad(&format!(
+                "contains {c:?}: only a-z, 0-9, '-', '.' and '_' are allowed"
+            ));
+        }
+    }
+    if scope.is_none() && (name == "node_modules" || name == "favicon.ico") {
+        return bad("is reserved");
+    }
+    Ok(slash)
+}
+
+impl PackageName {
     /// The full name, `name` or `@scope/name`.
     pub fn as_str(&self) -> &str {
         &self.full
@@ -124,6 +152,41 @@ impl PackageName {
 
 /// Whether lowercasing changes `c` (what `name.to_lowercase() != name`
 /// asks, without building the lowercased copy).
+/// `Some(slash)` when `name` passes every rule of [`PackageName::parse`],
+/// judged in one pass over its bytes: at most 214 of them, each allowed
+/// ([`is_name_char`]) but for a leading `@` and, after it, one `/`, each
+/// part non-empty and not starting with `.` or `_`, and not a reserved
+/// name. `None` says only that the full check must decide.
+fn plainly_valid(name: &str) -> Option<Option<usize>> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_NAME_LENGTH {
+        return None;
+    }
+    let scoped = bytes[0] == b'@';
+    let mut slash = None;
+    let mut part_start = usize::from(scoped);
+    for (i, &b) in bytes.iter().enumerate().skip(part_start) {
+        if b == b'/' && scoped && slash.is_none() {
+            slash = Some(i);
+            part_start = i + 1;
+            continue;
+        }
+        if i == part_start && matches!(b, b'.' | b'_') {
+            return None;
+        }
+        if !is_name_char(char::from(b)) {
+            return None;
+        }
+    }
+    if part_start >= bytes.len() || (scoped && slash.is_none_or(|s| s == 1)) {
+        return None;
+    }
+    if !scoped && (name == "node_modules" || name == "favicon.ico") {
+        return None;
+    }
+    Some(slash)
+}
+
 fn changes_when_lowercased(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_uppercase();
@@ -228,6 +291,39 @@ mod tests {
         assert_eq!(n.escaped(), "@acme%2fwidget");
         assert!(n.is_scoped());
         assert!(!PackageName::parse("widget").unwrap().is_scoped());
+    }
+
+    #[test]
+    fn the_one_pass_check_agrees_with_the_rules() {
+        // Every string of up to 5 characters over an alphabet that reaches
+        // each rule: the one-pass check may pass only what the rules pass,
+        // with the same slash.
+        let alphabet = ['a', '1', '-', '.', '_', '@', '/', 'A', ' ', 'é'];
+        let mut names = vec![String::new()];
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            names = names
+                .iter()
+                .flat_map(|n| alphabet.iter().map(move |c| format!("{n}{c}")))
+                .collect();
+            all.extend(names.iter().cloned());
+        }
+        all.extend(["node_modules", "favicon.ico", "@a/node_modules"].map(String::from));
+        all.push("a".repeat(214));
+        all.push("a".repeat(215));
+        let mut passed = 0;
+        for name in &all {
+            if let Some(slash) = plainly_valid(name) {
+                passed += 1;
+                assert_eq!(check_each_rule(name), Ok(slash), "{name:?}");
+            }
+            assert_eq!(
+                PackageName::parse(name).map(|n| n.slash),
+                check_each_rule(name),
+                "{name:?}"
+            );
+        }
+        assert!(passed > 1000, "the one-pass check passed only {passed}");
     }
 
     #[test]

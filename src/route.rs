@@ -363,6 +363,24 @@ fn is_tarball_delete(segments: &[&str]) -> bool {
     matches!(segments, [.., file, "-rev", _] if file.ends_with(".tgz"))
 }
 
+/// `@scope%2fname` (either case of `%2f`, no other `%`) as
+/// `@scope/name`; `None` for any other segment, which [`decode`] takes.
+fn scoped_segment(segment: &str) -> Option<String> {
+    if !segment.starts_with('@') {
+        return None;
+    }
+    let at = segment.find('%')?;
+    let rest = &segment[at + 1..];
+    if !(rest.starts_with("2f") || rest.starts_with("2F")) || rest.contains('%') {
+        return None;
+    }
+    let mut name = String::with_capacity(segment.len() - 2);
+    name.push_str(&segment[..at]);
+    name.push('/');
+    name.push_str(&rest[2..]);
+    Some(name)
+}
+
 /// Splits the package name off the front of `segments`. `Ok(None)` for an
 /// unscoped name; `Err` with the route to answer when the scoped name is
 /// invalid or undecodable.
@@ -370,6 +388,15 @@ fn split_name<'a>(segments: &'a [&'a str]) -> Result<Option<(PackageName, &'a [&
     let Some(first) = segments.first() else {
         return Err(Route::NotFound);
     };
+    // npm writes a scoped name as one segment, `@scope%2fname`
+    // (docs/npm-protocol.md): taken apart directly into the name's one
+    // `String`, which PackageName keeps.
+    if let Some(decoded) = scoped_segment(first) {
+        return match PackageName::parse_owned(decoded) {
+            Ok(name) => Ok(Some((name, &segments[1..]))),
+            Err(e) => Err(Route::InvalidName(e)),
+        };
+    }
     let Some(first) = decode(first) else {
         return Err(Route::NotFound);
     };

@@ -1279,11 +1279,18 @@ fn add_to_batch(
 }
 
 /// The lock and generation stripe of `name`, below [`LOCK_STRIPES`].
+///
+/// FNV-1a over the name's bytes: read on every packument GET (the
+/// document generation, `src/documents.rs`), and a name's stripe only
+/// spreads contention, so a keyed hash would buy nothing for its cost.
 pub fn stripe(name: &PackageName) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    name.hash(&mut h);
-    (h.finish() as usize) % LOCK_STRIPES
+    let hash = name
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    (hash % LOCK_STRIPES as u64) as usize
 }
 
 /// rusty-leveldb's disk environment with durable writes: every file it

@@ -54,6 +54,21 @@ pub async fn get(
             Some(Body::Bytes(hit.bytes)),
         ));
     }
+    // Boxed: the storage read's future is large, and every request's future
+    // would otherwise be as large (a future is copied whole when it moves).
+    Box::pin(from_storage(registry, name, file, version, if_none_match)).await
+}
+
+/// A tarball not in the cache: its `shasum` from the version index, then
+/// its bytes from storage (kept in the cache when small) or a redirect.
+async fn from_storage(
+    registry: &Registry,
+    name: &PackageName,
+    file: &str,
+    version: crate::name::Version,
+    if_none_match: Option<&str>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(format!("tarball {file} of {name} not found"));
     let shasum = registry
         .store
         .tarball_shasum(name, &version)
