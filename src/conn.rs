@@ -22,6 +22,7 @@
 //! - On shutdown, idle connections close at once and busy ones finish their
 //!   request (for at most [`SHUTDOWN_GRACE`]).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -222,6 +223,24 @@ pub fn raise_open_files_limit() -> Result<(u64, u64), String> {
     Ok((limit.rlim_cur, limit.rlim_max))
 }
 
+/// A request as hyper hands it to the service.
+type HyperRequest = http::Request<hyper::body::Incoming>;
+
+/// What serves a connection's requests: `http::Service` for one peer
+/// (any `Clone + Send` service of hyper requests answering warp responses).
+pub trait ConnectionService:
+    Service<HyperRequest, Response = warp::reply::Response, Error = Infallible> + Clone + Send + 'static
+{
+}
+
+impl<S> ConnectionService for S where
+    S: Service<HyperRequest, Response = warp::reply::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
 /// One connection: `stream` served by hyper's HTTP/1 `http` builder with
 /// `service`, within the timeouts of `limits` ([`TimedIo`]).
 fn connection<S>(
@@ -231,13 +250,7 @@ fn connection<S>(
     service: S,
 ) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error>
 where
-    S: Service<
-            http::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: ConnectionService,
     S::Future: Send + 'static,
 {
     let phase = Arc::new(Phase {
@@ -276,13 +289,7 @@ pub async fn serve<S>(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: Service<
-            http::Request<hyper::body::Incoming>,
-            Response = warp::reply::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
+    S: ConnectionService,
     S::Future: Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
