@@ -264,17 +264,16 @@ where
         limits,
         sleep: Box::pin(tokio::time::sleep(limits.header_timeout)),
     };
-    let per_request =
-        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            phase.enter(BUSY);
-            let phase = phase.clone();
-            let mut service = service.clone();
-            async move {
-                let response = service.call(request).await;
-                phase.enter(IDLE);
-                response
-            }
-        });
+    let per_request = hyper::service::service_fn(move |request: HyperRequest| {
+        phase.enter(BUSY);
+        let phase = phase.clone();
+        let mut service = service.clone();
+        async move {
+            let response = service.call(request).await;
+            phase.enter(IDLE);
+            response
+        }
+    });
     http.serve_connection(TokioIo::new(io), per_request)
 }
 

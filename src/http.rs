@@ -243,7 +243,9 @@ async fn authorize(
         return Ok(Authorized::Nothing);
     };
     // Under db.type = "s3", the cache of this package is revalidated
-    // first when older than db.s3.max_staleness (a no-op otherwise).
+    // first when older than db.s3.max_staleness (a no-op otherwise). Its
+    // future is boxed, being large, and asked for only under s3, so that a
+    // local store pays no box on every read.
     if registry.shared.is_some() {
         Box::pin(cmd::sync::fresh(registry, name, request.client)).await?;
     }

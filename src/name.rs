@@ -46,58 +46,14 @@ impl PackageName {
     /// scoped name.
     fn validate(name: &str) -> Result<Option<usize>, String> {
         // The names nmr serves are plain ASCII in the allowed set: one pass
-        // over the bytes settles them. Anything else takes the rules below
-        // one by one, for a precise message.
+        // over the bytes settles them. Anything else takes the rules one by
+        // one (check_each_rule), for a precise message.
         match plainly_valid(name) {
             Some(slash) => Ok(slash),
             None => check_each_rule(name),
         }
     }
-}
 
-/// [`PackageName::parse`]'s rules one at a time, each failure its own
-/// message; returns the byte index of a scoped name's `/`.
-fn check_each_rule(name: &str) -> Result<Option<usize>, String> {
-    let bad = |why: &str| Err(format!("package name {name:?} {why}"));
-    if name.is_empty() {
-        return bad("must not be empty");
-    }
-    if name.len() > MAX_NAME_LENGTH {
-        return bad("must be at most 214 characters");
-    }
-    if name.trim() != name {
-        return bad("must not have leading or trailing spaces");
-    }
-    if name.chars().any(changes_when_lowercased) {
-        return bad("must be lowercase");
-    }
-    let (scope, base, slash) = match name.strip_prefix('@') {
-        Some(rest) => match rest.split_once('/') {
-            Some((scope, base)) => (Some(scope), base, Some(scope.len() + 1)),
-            None => return bad("must be @scope/name when it starts with @"),
-        },
-        None => (None, name, None),
-    };
-    for part in scope.iter().chain(std::iter::once(&base)) {
-        if part.is_empty() {
-            return bad("has an empty scope or name part");
-        }
-        if part.starts_with('.') || part.starts_with('_') {
-            return bad("must not start with . or _");
-        }
-        if let Some(c) = part.chars().find(|c| !is_name_char(*c)) {
-            return bad(&format!(
-                "contains {c:?}: only a-z, 0-9, '-', '.' and '_' are allowed"
-            ));
-        }
-    }
-    if scope.is_none() && (name == "node_modules" || name == "favicon.ico") {
-        return bad("is reserved");
-    }
-    Ok(slash)
-}
-
-impl PackageName {
     /// The full name, `name` or `@scope/name`.
     pub fn as_str(&self) -> &str {
         &self.full
@@ -150,8 +106,48 @@ impl PackageName {
     }
 }
 
-/// Whether lowercasing changes `c` (what `name.to_lowercase() != name`
-/// asks, without building the lowercased copy).
+/// [`PackageName::parse`]'s rules one at a time, each failure its own
+/// message; returns the byte index of a scoped name's `/`.
+fn check_each_rule(name: &str) -> Result<Option<usize>, String> {
+    let bad = |why: &str| Err(format!("package name {name:?} {why}"));
+    if name.is_empty() {
+        return bad("must not be empty");
+    }
+    if name.len() > MAX_NAME_LENGTH {
+        return bad("must be at most 214 characters");
+    }
+    if name.trim() != name {
+        return bad("must not have leading or trailing spaces");
+    }
+    if name.chars().any(changes_when_lowercased) {
+        return bad("must be lowercase");
+    }
+    let (scope, base, slash) = match name.strip_prefix('@') {
+        Some(rest) => match rest.split_once('/') {
+            Some((scope, base)) => (Some(scope), base, Some(scope.len() + 1)),
+            None => return bad("must be @scope/name when it starts with @"),
+        },
+        None => (None, name, None),
+    };
+    for part in scope.iter().chain(std::iter::once(&base)) {
+        if part.is_empty() {
+            return bad("has an empty scope or name part");
+        }
+        if part.starts_with('.') || part.starts_with('_') {
+            return bad("must not start with . or _");
+        }
+        if let Some(c) = part.chars().find(|c| !is_name_char(*c)) {
+            return bad(&format!(
+                "contains {c:?}: only a-z, 0-9, '-', '.' and '_' are allowed"
+            ));
+        }
+    }
+    if scope.is_none() && (name == "node_modules" || name == "favicon.ico") {
+        return bad("is reserved");
+    }
+    Ok(slash)
+}
+
 /// `Some(slash)` when `name` passes every rule of [`PackageName::parse`],
 /// judged in one pass over its bytes: at most 214 of them, each allowed
 /// ([`is_name_char`]) but for a leading `@` and, after it, one `/`, each
@@ -187,6 +183,8 @@ fn plainly_valid(name: &str) -> Option<Option<usize>> {
     Some(slash)
 }
 
+/// Whether lowercasing changes `c` (what `name.to_lowercase() != name`
+/// asks, without building the lowercased copy).
 fn changes_when_lowercased(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_uppercase();

@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use crate::cmd::packument::etag_matches;
 use crate::cmd::{check_rev, live_packument};
 use crate::error::ApiError;
-use crate::name::PackageName;
+use crate::name::{PackageName, Version};
 use crate::registry::Registry;
 use crate::request::{Request, json};
 use crate::storage::Fetched;
@@ -65,7 +65,7 @@ async fn from_storage(
     registry: &Registry,
     name: &PackageName,
     file: &str,
-    version: crate::name::Version,
+    version: Version,
     if_none_match: Option<&str>,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found(format!("tarball {file} of {name} not found"));
