@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use http::HeaderValue;
 
 use crate::error::ApiError;
 use crate::github::Repo;
@@ -69,13 +70,16 @@ impl Variant {
     }
 }
 
-/// One encoding of a served packument: its validators and body.
+/// One encoding of a served packument: its validators and body. The
+/// validators are header values already, checked once at render, so that
+/// a response clones them without checking their bytes again.
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    /// Quoted strong ETag, e.g. `"3-ab12…-full"` (`-gz` added for gzip).
-    pub etag: Bytes,
-    /// HTTP date of `time.modified`.
-    pub last_modified: Bytes,
+    /// Quoted strong ETag, e.g. `"3-ab12…-full"` (`-gz` added for gzip);
+    /// `None` (no ETag, so never a 304) if `_rev` could not be one.
+    pub etag: Option<HeaderValue>,
+    /// HTTP date of `time.modified`; `None` when that is not a date.
+    pub last_modified: Option<HeaderValue>,
     /// The JSON document, gzip-compressed in the gzip encoding.
     pub body: Bytes,
 }
@@ -317,24 +321,28 @@ fn encode(json: Vec<u8>, rev: &str, modified: &str, variant: Variant) -> Served 
         .write_all(&json)
         .and_then(|_| enc.finish())
         .unwrap_or_default();
+    // `_rev` is what nmr wrote (`{n}-{hex}`) and the date is formatted
+    // here, so both are valid header values unless the record is damaged.
     let etag = format!("\"{rev}-{}", variant.etag_suffix());
-    let last_modified = Bytes::from(
-        chrono::DateTime::parse_from_rfc3339(modified)
-            .map(|t| {
-                t.with_timezone(&chrono::Utc)
-                    .format("%a, %d %b %Y %H:%M:%S GMT")
-                    .to_string()
-            })
-            .unwrap_or_default(),
-    );
+    let etag =
+        |suffix: &str| HeaderValue::from_maybe_shared(Bytes::from(format!("{etag}{suffix}"))).ok();
+    let last_modified = chrono::DateTime::parse_from_rfc3339(modified)
+        .ok()
+        .and_then(|t| {
+            let date = t
+                .with_timezone(&chrono::Utc)
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string();
+            HeaderValue::from_maybe_shared(Bytes::from(date)).ok()
+        });
     Served {
         plain: Rendered {
-            etag: Bytes::from(format!("{etag}\"")),
+            etag: etag("\""),
             last_modified: last_modified.clone(),
             body: Bytes::from(json),
         },
         gzip: Rendered {
-            etag: Bytes::from(format!("{etag}-gz\"")),
+            etag: etag("-gz\""),
             last_modified,
             body: Bytes::from(gz),
         },
@@ -388,7 +396,9 @@ struct ByBytes;
 impl quick_cache::Weighter<DocKey, Entry> for ByBytes {
     fn weight(&self, key: &DocKey, entry: &Entry) -> u64 {
         let body = entry.as_ref().as_ref().map_or(0, |s| {
-            s.plain.body.len() + s.gzip.body.len() + s.plain.etag.len() * 2
+            s.plain.body.len()
+                + s.gzip.body.len()
+                + s.plain.etag.as_ref().map_or(0, HeaderValue::len) * 2
         });
         (key.name.as_str().len() + body + 128) as u64
     }
@@ -591,8 +601,20 @@ mod tests {
             "http://a/@acme/widget/-/widget-1.0.0.tgz"
         );
         assert_eq!(value["readme"], "# readme");
-        assert!(served.plain.last_modified.ends_with(b" GMT"));
-        assert!(served.gzip.etag.ends_with(b"-full-gz\""));
+        assert!(
+            served
+                .plain
+                .last_modified
+                .as_ref()
+                .is_some_and(|d| d.as_bytes().ends_with(b" GMT"))
+        );
+        assert!(
+            served
+                .gzip
+                .etag
+                .as_ref()
+                .is_some_and(|e| e.as_bytes().ends_with(b"-full-gz\""))
+        );
         let mut text = String::new();
         std::io::Read::read_to_string(
             &mut flate2::read::GzDecoder::new(&served.gzip.body[..]),

@@ -49,14 +49,19 @@ pub async fn get(
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| etag_matches(v, &doc.etag));
+        .zip(doc.etag.as_ref())
+        .is_some_and(|(v, etag)| etag_matches(v, etag.as_bytes()));
+    // Sized for every header below up front: a map that grew partway
+    // would allocate twice.
     let mut response = if not_modified {
         let mut r = Response::new(bytes::Bytes::new().into());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
+        *r.headers_mut() = HeaderMap::with_capacity(4);
         r
     } else {
         let len = doc.body.len();
         let mut r = Response::new(doc.body.clone().into());
+        *r.headers_mut() = HeaderMap::with_capacity(7);
         let h = r.headers_mut();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         let content_type = match variant {
@@ -70,11 +75,11 @@ pub async fn get(
         r
     };
     let h = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_maybe_shared(doc.etag.clone()) {
-        h.insert(header::ETAG, etag);
+    if let Some(etag) = &doc.etag {
+        h.insert(header::ETAG, etag.clone());
     }
-    if let Ok(modified) = HeaderValue::from_maybe_shared(doc.last_modified.clone()) {
-        h.insert(header::LAST_MODIFIED, modified);
+    if let Some(modified) = &doc.last_modified {
+        h.insert(header::LAST_MODIFIED, modified.clone());
     }
     h.insert(
         header::CACHE_CONTROL,
