@@ -323,26 +323,22 @@ fn encode(json: Vec<u8>, rev: &str, modified: &str, variant: Variant) -> Served 
         .unwrap_or_default();
     // `_rev` is what nmr wrote (`{n}-{hex}`) and the date is formatted
     // here, so both are valid header values unless the record is damaged.
-    let etag = format!("\"{rev}-{}", variant.etag_suffix());
-    let etag =
-        |suffix: &str| HeaderValue::from_maybe_shared(Bytes::from(format!("{etag}{suffix}"))).ok();
+    let header = |text: String| HeaderValue::from_maybe_shared(Bytes::from(text)).ok();
+    let etag = |encoding: &str| header(format!("\"{rev}-{}{encoding}\"", variant.etag_suffix()));
     let last_modified = chrono::DateTime::parse_from_rfc3339(modified)
         .ok()
         .and_then(|t| {
-            let date = t
-                .with_timezone(&chrono::Utc)
-                .format("%a, %d %b %Y %H:%M:%S GMT")
-                .to_string();
-            HeaderValue::from_maybe_shared(Bytes::from(date)).ok()
+            let date = t.with_timezone(&chrono::Utc);
+            header(date.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
         });
     Served {
         plain: Rendered {
-            etag: etag("\""),
+            etag: etag(""),
             last_modified: last_modified.clone(),
             body: Bytes::from(json),
         },
         gzip: Rendered {
-            etag: etag("-gz\""),
+            etag: etag("-gz"),
             last_modified,
             body: Bytes::from(gz),
         },
@@ -601,20 +597,11 @@ mod tests {
             "http://a/@acme/widget/-/widget-1.0.0.tgz"
         );
         assert_eq!(value["readme"], "# readme");
-        assert!(
-            served
-                .plain
-                .last_modified
-                .as_ref()
-                .is_some_and(|d| d.as_bytes().ends_with(b" GMT"))
-        );
-        assert!(
-            served
-                .gzip
-                .etag
-                .as_ref()
-                .is_some_and(|e| e.as_bytes().ends_with(b"-full-gz\""))
-        );
+        let ends_with = |value: &Option<HeaderValue>, tail: &[u8]| {
+            value.as_ref().is_some_and(|v| v.as_bytes().ends_with(tail))
+        };
+        assert!(ends_with(&served.plain.last_modified, b" GMT"));
+        assert!(ends_with(&served.gzip.etag, b"-full-gz\""));
         let mut text = String::new();
         std::io::Read::read_to_string(
             &mut flate2::read::GzDecoder::new(&served.gzip.body[..]),
